@@ -1,0 +1,1 @@
+"""netrazor benchmarks: each script writes JSON records; render.py builds RESULTS.md from them."""

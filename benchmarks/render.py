@@ -1,0 +1,185 @@
+"""Render ``benchmarks/RESULTS.md`` (tables + Pareto plots) from ``benchmarks/results/**/*.json``.
+
+Nothing here measures: every number comes from a record a benchmark run wrote.
+Usage: ``python -m benchmarks.render [--results DIR] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from netrazor.io import atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+
+COLUMNS = (
+    ("method", "method"),
+    ("seeds", "seeds"),
+    ("test_error", "test error"),
+    ("test_error_dense", "dense error"),
+    ("params", "params"),
+    ("params_ratio", "params ×"),
+    ("macs", "MACs"),
+    ("macs_ratio", "MACs ×"),
+    ("bytes", "bytes"),
+    ("bytes_ratio", "bytes ×"),
+    ("latency_ratio_b1", "latency b1 ×"),
+    ("latency_ratio_b64", "latency b64 ×"),
+    ("layers", "layers"),
+    ("train_seconds", "train s"),
+    ("compress_seconds", "compress s"),
+)
+
+
+def load_records(results_dir: Path) -> list[dict]:
+    records = []
+    for path in sorted(results_dir.glob("*/*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "task" in rec and "method" in rec:
+            rec["_path"] = str(path.relative_to(results_dir.parent))
+            records.append(rec)
+    return records
+
+
+def _ratio(dense, value):
+    if isinstance(dense, (int, float)) and isinstance(value, (int, float)) and value:
+        return dense / value
+    return None
+
+
+def _derived(rec: dict) -> dict:
+    out = dict(rec)
+    out["params_ratio"] = _ratio(rec.get("params_dense"), rec.get("params"))
+    out["macs_ratio"] = _ratio(rec.get("macs_dense"), rec.get("macs"))
+    out["bytes_ratio"] = _ratio(rec.get("bytes_dense"), rec.get("bytes"))
+    out["latency_ratio_b1"] = _ratio(rec.get("latency_ms_b1_dense"), rec.get("latency_ms_b1"))
+    out["latency_ratio_b64"] = _ratio(rec.get("latency_ms_b64_dense"), rec.get("latency_ms_b64"))
+    return out
+
+
+def _fmt(values: list) -> str:
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not nums:
+        return "—"
+    mean = statistics.fmean(nums)
+    if len(nums) == 1:
+        return _fmt_one(mean)
+    return f"{_fmt_one(mean)} ± {_fmt_one(statistics.stdev(nums))}"
+
+
+def _fmt_one(x: float) -> str:
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    if abs(x) >= 0.1:
+        return f"{x:.2f}"
+    return f"{x:.4f}"
+
+
+def table_rows(records: list[dict]) -> list[list[str]]:
+    """One row per (method, model) of a task, mean ± std over seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for rec in records:
+        groups[(rec["method"], rec.get("model", ""))].append(_derived(rec))
+    rows = []
+    for (method, model), recs in sorted(groups.items()):
+        row = []
+        for key, _ in COLUMNS:
+            if key == "method":
+                row.append(f"{method} ({model})" if model else method)
+            elif key == "seeds":
+                row.append(",".join(str(r.get("seed")) for r in recs))
+            else:
+                row.append(_fmt([r.get(key) for r in recs]))
+        rows.append(row)
+    return rows
+
+
+def pareto_plot(task: str, records: list[dict], out_dir: Path) -> list[str]:
+    """Accuracy vs MACs / bytes / latency scatter plots for a task; returns the PNG names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for xkey, label in (("macs", "MACs"), ("bytes", "bytes"), ("latency_ms_b1", "latency b1 (ms)")):
+        pts = [(r[xkey], r["test_error"], r["method"]) for r in records
+               if isinstance(r.get(xkey), (int, float)) and isinstance(r.get("test_error"), (int, float))]
+        if len(pts) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for method in sorted({p[2] for p in pts}):
+            xs = [p[0] for p in pts if p[2] == method]
+            ys = [100 * p[1] for p in pts if p[2] == method]
+            ax.scatter(xs, ys, label=method, s=18)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test error (%)")
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"{task}-{xkey}.png"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def render(results_dir: Path, out: Path, plots: bool = True) -> str:
+    records = load_records(results_dir)
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for rec in records:
+        by_task[rec["task"]].append(rec)
+    lines = [
+        "# netrazor benchmark results",
+        "",
+        "Rendered by `python -m benchmarks.render` from the JSON records under `benchmarks/results/`;",
+        "each record names its command, seed, commit and machine. Ratios (×) are dense ÷ compressed,",
+        "measured in the same run. Values are mean ± std over seeds.",
+        "",
+    ]
+    if not records:
+        lines.append("_No records yet: run `make bench`._")
+    for task in sorted(by_task):
+        recs = by_task[task]
+        lines += [f"## {task}", ""]
+        lines.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
+        lines.append("|" + "---|" * len(COLUMNS))
+        for row in table_rows(recs):
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+        if plots:
+            for name in pareto_plot(task, recs, out.parent / "plots"):
+                lines.append(f"![{name}](plots/{name})")
+            lines.append("")
+        lines.append("<details><summary>records</summary>")
+        lines.append("")
+        for rec in sorted(recs, key=lambda r: (r["method"], r.get("seed", 0))):
+            lines.append(f"- `{rec['_path']}` — `{rec.get('command', '?')}` — {rec.get('machine', '?')} — {rec.get('started_at', '?')} — commit {str(rec.get('commit', '?'))[:12]}")
+        lines += ["", "</details>", ""]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out, text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    render(args.results, args.out, plots=not args.no_plots)
+
+
+if __name__ == "__main__":
+    main()

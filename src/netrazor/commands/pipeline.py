@@ -1,0 +1,105 @@
+"""`netrazor compress`, `netrazor report`, `netrazor recipes` and `netrazor demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+DEMO_RECIPE = "mnist-lenet5-demo"
+
+
+def _stage_table(stages: list[dict]) -> Table:
+    table = Table(title="stages")
+    for col in ("stage", "params", "MACs", "bytes", "latency b1 ms", "val error", "seconds"):
+        table.add_column(col, justify="right")
+    if stages:
+        b = stages[0]["before"]
+        table.add_row("start", f"{b.get('params', 0):,}", f"{b.get('macs', 0):,}", f"{b.get('bytes', 0):,}",
+                      _num(b.get("latency_ms_b1")), _pct(b.get("val_error")), "")
+    for s in stages:
+        a = s["after"]
+        table.add_row(f"{s['index']}:{s['kind']}", f"{a.get('params', 0):,}", f"{a.get('macs', 0):,}",
+                      f"{a.get('bytes', 0):,}", _num(a.get("latency_ms_b1")), _pct(a.get("val_error")), f"{s['seconds']:.1f}")
+    return table
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f} %"
+
+
+def run_compress(recipe_name: str, run_dir: Optional[Path], latency: bool) -> Path:
+    from netrazor.commands.progress import progress_renderer
+    from netrazor.pipeline import compress, load_recipe, write_report
+
+    recipe = load_recipe(recipe_name)
+    console.print(f"[bold]recipe[/] {recipe.name}: {recipe.description}")
+    with progress_renderer(console) as progress:
+        result = compress(recipe, run_dir, progress=progress, latency=latency,
+                          on_stage=lambda e: console.print(f"  stage {e['index']} {e['kind']} done in {e['seconds']:.1f} s"))
+    console.print(_stage_table(result.stages))
+    s = result.summary
+    if s.get("bytes") and s["dense"].get("bytes"):
+        console.print(f"compressed from {s['dense']['bytes']:,} bytes to {s['bytes']:,} bytes "
+                      f"({s['dense']['bytes'] / s['bytes']:.1f}×); artifact {s['artifact']}")
+    console.print(f"test error of the final model: {100 * s['test_error']:.2f} %")
+    html_path, md_path = write_report(result.run_dir)
+    console.print(f"report: {html_path}  (markdown: {md_path})")
+    return html_path
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def compress(
+        recipe: str = typer.Argument(..., help="A recipe YAML path, or the name of a shipped recipe (see `netrazor recipes`)."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where the run lives; re-running resumes it. Default runs/compress-<recipe>-seed<seed>."),
+        latency: bool = typer.Option(True, "--latency/--no-latency", help="Measure CPU latency after each stage."),
+    ) -> None:
+        """Run a recipe end to end and hand back the smaller model, the .nrz artifact and a report.
+
+        An interrupted run resumes from its last completed stage (and the last checkpoint inside it)
+        when you run the same command again.
+        """
+        run_compress(recipe, run_dir, latency)
+
+    @app.command()
+    def report(run: Path = typer.Argument(..., help="A run folder written by `netrazor compress`.")) -> None:
+        """Write report.html (self-contained) and report.md for a compress run."""
+        from netrazor.pipeline import write_report
+
+        html_path, md_path = write_report(run)
+        console.print(f"report: {html_path}  (markdown: {md_path})")
+
+    @app.command()
+    def recipes() -> None:
+        """List the shipped recipes and what each is expected to give."""
+        from netrazor.pipeline import load_recipe, shipped_recipes
+
+        table = Table(title="shipped recipes")
+        table.add_column("name")
+        table.add_column("stages")
+        table.add_column("expected")
+        for name in shipped_recipes():
+            r = load_recipe(name)
+            table.add_row(name, " → ".join(s.kind for s in r.stages), ", ".join(f"{k}={v}" for k, v in r.expected.items()))
+        console.print(table)
+
+    @app.command()
+    def demo(
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where the demo run lives (re-running resumes it)."),
+    ) -> None:
+        """Fetch MNIST, then train, compress, quantise and pack LeNet-5 (the embedded default recipe)."""
+        from netrazor.data import load_data
+
+        with console.status("fetching MNIST (first run only)…"):
+            load_data("mnist", fetch=True)
+        run_compress(DEMO_RECIPE, run_dir, latency=True)

@@ -1,0 +1,202 @@
+"""Run a recipe end to end: data -> model -> stages -> artifact -> report, resumable.
+
+Each completed stage leaves ``<run>/stage-<i>-<kind>/`` with the model after it
+(safetensors + architecture as data) and its record; ``state.json`` lists the
+completed stages. Re-running the same recipe into the same run folder skips the
+completed stages and resumes the interrupted one from its last checkpoint (the
+training loop checkpoints every epoch). Every stage starts from a seed derived
+from the recipe seed and its index, so a resumed run ends with the same bytes
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from netrazor.errors import ModelError, RecipeError
+from netrazor.io import read_json, write_json
+from netrazor.methods.base import Adapter
+from netrazor.pipeline.layers import layer_profile
+from netrazor.pipeline.recipe import Recipe
+from netrazor.pipeline.stages import StageContext, run_stage
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class CompressResult:
+    run_dir: Path
+    model: nn.Module
+    stages: list[dict]
+    summary: dict
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+def build_recipe_model(recipe: Recipe, data) -> nn.Module:
+    """The recipe's model: a zoo name, or the user's own factory ``"module:function"``."""
+    spec = recipe.model
+    if spec.name is not None:
+        from netrazor.models import build_model
+
+        kwargs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.image_size}
+        kwargs.update(spec.kwargs)
+        model = build_model(spec.name, **kwargs)
+    else:
+        module_name, func_name = spec.factory.split(":", 1)
+        try:
+            factory = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as exc:
+            raise ModelError(f"model factory {spec.factory!r} cannot be imported ({exc}); check the module path.") from exc
+        model = factory(**spec.kwargs)
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"model factory {spec.factory!r} returned {type(model).__name__}, not an nn.Module.")
+    if spec.checkpoint:
+        from netrazor.surgery import load_model
+
+        model = load_model(spec.checkpoint)
+    return model
+
+
+def measure_stage(model: nn.Module, adapter: Adapter, latency: bool, bits: dict | None = None) -> dict:
+    """Before/after numbers of a stage: params, non-zeros, MACs, bytes, latency, val error, per-layer profile."""
+    from netrazor.measure import measure_model
+
+    numbers = measure_model(model, adapter.input_shape, data=adapter.data, split="val", latency=latency)
+    numbers["layer_profile"] = layer_profile(model, bits)
+    return numbers
+
+
+def default_run_dir(recipe: Recipe, root: str | Path = "runs") -> Path:
+    return Path(root) / f"compress-{recipe.name}-seed{recipe.seed}"
+
+
+def compress(
+    recipe: Recipe,
+    run_dir: str | Path | None = None,
+    *,
+    data=None,
+    progress: Callable[..., None] | None = None,
+    latency: bool = True,
+    on_stage: Callable[[dict], None] | None = None,
+) -> CompressResult:
+    """Run ``recipe``; resumes from ``run_dir`` when it holds a partial run of the same recipe."""
+    from netrazor.surgery import load_model, save_model
+    from netrazor.train import default_config
+
+    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_json = recipe.model_dump(mode="json")
+    state_path = run_dir / STATE_FILE
+    if state_path.exists():
+        state = read_json(state_path)
+        if state.get("recipe") != recipe_json:
+            raise RecipeError(
+                f"{run_dir} holds a run of a different recipe; pass another --run-dir or delete that folder to start over."
+            )
+    else:
+        state = {"recipe": recipe_json, "completed": []}
+        write_json(state_path, state)
+
+    if data is None:
+        from netrazor.data import load_data
+
+        data = load_data(recipe.data.name, root=recipe.data.root, val_size=recipe.data.val_size, seed=recipe.data.seed)
+    model_name = recipe.model.name or "custom"
+    config = default_config(model_name, recipe.data.name)
+    if recipe.train:
+        import dataclasses
+
+        config = dataclasses.replace(config, **recipe.train)
+    config = _with_seed(config, recipe.seed)
+    adapter = Adapter(data=data, train_config=config, progress=progress, run_dir=run_dir)
+
+    torch.manual_seed(recipe.seed)
+    model = build_recipe_model(recipe, data)
+    artifacts: dict[str, Any] = {}
+    completed: list[dict] = state["completed"]
+    if completed:
+        last = completed[-1]
+        model = load_model(run_dir / last["model"])
+        artifacts = dict(last.get("artifacts", {}))
+        log.info("resuming %s after stage %d (%s)", run_dir, last["index"], last["kind"])
+
+    before = measure_stage(model, adapter, latency) if not completed else completed[-1]["after"]
+    dense = completed[0]["before"] if completed else before
+    for index, stage in enumerate(recipe.stages):
+        if index < len(completed):
+            continue
+        stage_dir = run_dir / f"stage-{index}-{stage.kind}"
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(recipe.seed * 1000 + index)
+        ctx = StageContext(adapter=adapter, stage_dir=stage_dir, seed=recipe.seed, artifacts=artifacts, progress=progress)
+        log.info("stage %d: %s", index, stage.kind)
+        started = time.perf_counter()
+        model, stage_record = run_stage(stage.kind, stage.params, model, ctx)
+        seconds = time.perf_counter() - started
+        after = measure_stage(model, adapter, latency, (artifacts.get("quantisation") or {}).get("bits"))
+        model_path = stage_dir / "model"
+        save_model(model, model_path)
+        entry = {
+            "index": index,
+            "kind": stage.kind,
+            "params": stage.params,
+            "seconds": seconds,
+            "before": before,
+            "after": after,
+            "record": _jsonable(stage_record),
+            "model": str(model_path.relative_to(run_dir)),
+            "artifacts": _jsonable(artifacts),
+        }
+        write_json(stage_dir / "record.json", entry)
+        completed.append(entry)
+        write_json(state_path, state)
+        if on_stage:
+            on_stage(entry)
+        before = after
+
+    final_test = adapter.evaluate(model, "test")
+    summary = {
+        "recipe": recipe.name,
+        "seed": recipe.seed,
+        "dense": dense,
+        "final": completed[-1]["after"] if completed else before,
+        "test_error": final_test["error"],
+        "artifact": artifacts.get("artifact"),
+        "bytes": artifacts.get("bytes"),
+        "expected": recipe.expected,
+    }
+    write_json(run_dir / "summary.json", summary)
+    return CompressResult(run_dir=run_dir, model=model, stages=completed, summary=summary, artifacts=artifacts)
+
+
+def _with_seed(config, seed: int):
+    import dataclasses
+
+    return dataclasses.replace(config, seed=seed)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Drop what JSON cannot hold (tensors become lists, modules their class name)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist() if obj.numel() <= 4096 else f"<tensor {tuple(obj.shape)}>"
+    if isinstance(obj, nn.Module):
+        return type(obj).__name__
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
