@@ -1,0 +1,38 @@
+"""Small helpers shared by the measurements: the model's device and a mode-restoring eval context."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from netrazor.errors import ConfigError
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (every submodule) in eval mode; restore each submodule's own flag afterwards."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(input_shape) if input_shape is not None else ()
+    if len(shape) == 0 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
+        raise ConfigError(f"input_shape must be positive ints without the batch, e.g. (1, 28, 28); got {input_shape!r}.")
+    return shape
