@@ -1,0 +1,69 @@
+"""End to end: a recipe on synthetic data trains, quantises, packs, reports, and resumes exactly."""
+
+import pytest
+
+import netrazor.pipeline.runner as runner
+from netrazor.errors import RecipeError
+from netrazor.pipeline import compress, parse_recipe, write_report
+
+RECIPE = """
+name: tiny-synthetic
+data: {name: synthetic}
+model: {factory: "pipeline_factories:tiny_cnn", kwargs: {num_classes: 4}}
+seed: 3
+train: {epochs: 2, batch_size: 64, lr: 0.05}
+stages:
+  - train: {}
+  - quantise: {bits: 4}
+  - pack: {}
+expected: {test_error: "< 0.3"}
+"""
+
+
+@pytest.fixture(scope="module")
+def data():
+    from netrazor.data import make_synthetic
+
+    return make_synthetic(n_train=600, n_val=200, n_test=200)
+
+
+def test_compress_end_to_end_writes_artifact_and_report(tmp_path, data):
+    recipe = parse_recipe(RECIPE)
+    result = compress(recipe, tmp_path / "run", data=data, latency=False)
+    assert [s["kind"] for s in result.stages] == ["train", "quantise", "pack"]
+    assert result.summary["test_error"] < 0.3  # learnable task: chance is 0.75
+    dense_bytes = result.stages[0]["before"]["bytes"]
+    assert 0 < result.summary["bytes"] < dense_bytes / 4  # 4-bit codes + coding beat float32
+    html_path, md_path = write_report(result.run_dir)
+    page = html_path.read_text()
+    assert "<img" in page and "http://" not in page and "https://" not in page
+    assert "pack" in md_path.read_text()
+
+
+def test_interrupted_compress_resumes_to_identical_artifact(tmp_path, data, monkeypatch):
+    recipe = parse_recipe(RECIPE)
+    clean = compress(recipe, tmp_path / "clean", data=data, latency=False)
+
+    real_run_stage = runner.run_stage
+
+    def crash_on_pack(kind, params, model, ctx):
+        if kind == "pack":
+            raise KeyboardInterrupt
+        return real_run_stage(kind, params, model, ctx)
+
+    monkeypatch.setattr(runner, "run_stage", crash_on_pack)
+    with pytest.raises(KeyboardInterrupt):
+        compress(recipe, tmp_path / "resumed", data=data, latency=False)
+    monkeypatch.setattr(runner, "run_stage", real_run_stage)
+    resumed = compress(recipe, tmp_path / "resumed", data=data, latency=False)
+    assert len(resumed.stages) == 3
+    clean_bytes = (tmp_path / "clean" / "stage-2-pack" / "model.nrz").read_bytes()
+    resumed_bytes = (tmp_path / "resumed" / "stage-2-pack" / "model.nrz").read_bytes()
+    assert clean_bytes == resumed_bytes
+
+
+def test_run_dir_of_another_recipe_is_refused(tmp_path, data):
+    recipe = parse_recipe(RECIPE)
+    compress(parse_recipe(RECIPE.replace("bits: 4", "bits: 3")), tmp_path / "run", data=data, latency=False)
+    with pytest.raises(RecipeError, match="different recipe"):
+        compress(recipe, tmp_path / "run", data=data, latency=False)
