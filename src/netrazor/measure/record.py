@@ -20,20 +20,22 @@ def measure_model(
     model: nn.Module,
     input_shape: Sequence[int] | None,
     data: DataBundle | None = None,
-    split: str = "val",
+    split: str | Sequence[str] = "val",
     latency: bool = True,
     repeats: int = 30,
     warmup: int = 5,
 ) -> dict:
     """Measure ``model``; keys: ``params, nonzero, macs, bytes``, with ``latency`` also
     ``latency_ms_b1, latency_ms_b64`` (medians), with ``data`` also ``{split}_error`` and
-    ``{split}_loss``. ``extra`` holds the latency percentiles and thread count.
+    ``{split}_loss`` (``split`` may also be a sequence, e.g. ``("val", "test")``). ``extra`` holds
+    the latency percentiles and thread count.
 
     ``input_shape`` may be None when ``data`` is given (its ``input_shape`` is used). Use
     ``split="val"`` for every decision; ``"test"`` only for the final reported number.
     """
-    if split not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
+    splits = [split] if isinstance(split, str) else list(split)
+    if not splits or any(s not in SPLITS for s in splits):
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)} (or a list of them), got {split!r}.")
     if input_shape is None:
         if data is None:
             raise ConfigError("measure_model needs input_shape (C, H, W) or a DataBundle to take it from.")
@@ -53,9 +55,10 @@ def measure_model(
             extra[f"latency_ms_b{batch}_p90"] = timing["p90"]
             extra["threads"] = timing["threads"]
     if data is not None:
-        result = evaluate(model, getattr(data, split), data.mean, data.std)
-        record[f"{split}_error"] = result["error"]
-        record[f"{split}_loss"] = result["loss"]
+        for name in splits:
+            result = evaluate(model, getattr(data, name), data.mean, data.std)
+            record[f"{name}_error"] = result["error"]
+            record[f"{name}_loss"] = result["loss"]
     if extra:
         record["extra"] = extra
     return record
