@@ -50,13 +50,11 @@ AUGMENT = {"mnist": "none", "fashion-mnist": "none", "cifar10": "crop_flip"}
 
 # ----------------------------------------------------------------------------------------- cache
 def _fingerprint(paths: list[Path]) -> str:
-    """Names and sizes of the raw files a cache was built from (cheap to re-check on every load)."""
+    """Names, sizes and mtimes of the raw files a cache was built from (cheap to re-check on every load)."""
     rows = []
     for p in sorted(paths):
-        if p.is_dir():
-            rows += [[f.name, f.stat().st_size] for f in sorted(p.iterdir()) if f.is_file()]
-        else:
-            rows.append([p.name, p.stat().st_size])
+        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        rows += [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     return json.dumps(rows)
 
 
