@@ -1,0 +1,114 @@
+"""The entropy-guided pruning budget of EGP / NEPENTHE (METHODS.md §3, [CODE] of EGP).
+
+Per round the budget is B = zeta * (alive prunable weights). Each still-nonlinear layer l gets
+    I_l = sum_k H_k m_k / (H_l m_l)        (irrelevance: low entropy, small weights -> high I)
+    s_l = softmax(I)_l,   b_l = B s_l
+with m_l the mean |w| of the surviving weights of the layer(s) feeding rectifier l. A share larger
+than the layer's alive weights is capped (that layer is emptied) and the excess is re-shared over
+the uncapped layers in proportion to their softmax shares, until no share exceeds its cap.
+
+[REC] H_l m_l = 0 (a layer about to be linearised, or with no surviving weight) would divide by
+zero. Such layers are linearised/excluded by the method before the budget is computed; as a second
+guard the denominator is floored at ``eps`` (default 1e-12), which gives the layer the largest
+irrelevance (it is pruned first), the limit the formula tends to.
+
+Integer budgets: shares are rounded down and the leftover units go, largest fractional part first,
+to layers with room left, so the integer budgets sum to exactly round(B) and never exceed the
+alive weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+from netrazor.errors import ConfigError
+
+
+def irrelevance(entropy: Mapping[str, float], magnitude: Mapping[str, float], eps: float = 1e-12) -> dict[str, float]:
+    """I_l = sum_k H_k m_k / max(H_l m_l, eps) over the layers given."""
+    names = list(entropy)
+    products = {n: float(entropy[n]) * float(magnitude[n]) for n in names}
+    total = sum(products.values())
+    return {n: total / max(products[n], eps) for n in names}
+
+
+def softmax(values: Mapping[str, float]) -> dict[str, float]:
+    """Numerically safe softmax (max subtracted; infinities treated as the largest finite value)."""
+    if not values:
+        return {}
+    finite = [v for v in values.values() if math.isfinite(v)]
+    top = max(finite) if finite else 0.0
+    exps = {n: math.exp((v if math.isfinite(v) else top) - top) for n, v in values.items()}
+    z = sum(exps.values())
+    return {n: e / z for n, e in exps.items()}
+
+
+def share_budget(budget: float, shares: Mapping[str, float], alive: Mapping[str, int]) -> dict[str, float]:
+    """Split ``budget`` by ``shares``, capping at ``alive`` and re-sharing the excess until stable."""
+    if budget < 0:
+        raise ConfigError(f"budget must be >= 0, got {budget}.")
+    total_alive = sum(int(alive[n]) for n in shares)
+    budget = min(float(budget), float(total_alive))
+    out = {n: 0.0 for n in shares}
+    open_ = {n for n in shares if alive[n] > 0}
+    remaining = budget
+    while open_ and remaining > 1e-9:
+        weight = sum(shares[n] for n in open_)
+        if weight <= 0:  # all open shares underflowed to 0: share equally
+            proposal = {n: remaining / len(open_) for n in open_}
+        else:
+            proposal = {n: remaining * shares[n] / weight for n in open_}
+        capped = {n for n in open_ if out[n] + proposal[n] >= alive[n] - 1e-9}
+        if not capped:
+            for n in open_:
+                out[n] += proposal[n]
+            break
+        for n in capped:  # a capped layer is emptied; its excess goes back into the pool
+            remaining -= alive[n] - out[n]
+            out[n] = float(alive[n])
+        open_ -= capped
+    return out
+
+
+def integer_budget(fractional: Mapping[str, float], alive: Mapping[str, int], total: int) -> dict[str, int]:
+    """Round shares to integers summing to ``total`` (largest remainder), each within ``alive``."""
+    out = {n: min(int(math.floor(v + 1e-9)), int(alive[n])) for n, v in fractional.items()}
+    left = int(total) - sum(out.values())
+    order = sorted(fractional, key=lambda n: (fractional[n] - math.floor(fractional[n] + 1e-9)), reverse=True)
+    while left > 0:
+        progressed = False
+        for n in order:
+            if left == 0:
+                break
+            if out[n] < alive[n]:
+                out[n] += 1
+                left -= 1
+                progressed = True
+        if not progressed:
+            break
+    return out
+
+
+def allocate(
+    entropy: Mapping[str, float],
+    magnitude: Mapping[str, float],
+    alive: Mapping[str, int],
+    zeta: float = 0.5,
+    eps: float = 1e-12,
+) -> dict[str, int]:
+    """Weights to prune per layer this round: B = zeta * sum(alive), shared by softmax(I).
+
+    Returns integer budgets that sum to round(B) and never exceed ``alive``.
+    """
+    if not 0.0 <= zeta <= 1.0:
+        raise ConfigError(f"zeta must be in [0, 1], got {zeta}; it is the fraction of alive weights pruned per round.")
+    names = [n for n in entropy if alive.get(n, 0) > 0]
+    if not names:
+        return {n: 0 for n in entropy}
+    total_alive = sum(int(alive[n]) for n in names)
+    budget = int(round(zeta * total_alive))
+    shares = softmax(irrelevance({n: entropy[n] for n in names}, {n: magnitude[n] for n in names}, eps))
+    fractional = share_budget(budget, shares, {n: int(alive[n]) for n in names})
+    result = integer_budget(fractional, {n: int(alive[n]) for n in names}, budget)
+    return {n: result.get(n, 0) for n in entropy}

@@ -1,0 +1,131 @@
+"""What NEPENTHE, EASIER and Layer Folding share: knobs, the dense baseline, the finish, the record."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from torch import nn
+
+from netrazor.errors import ConfigError
+from netrazor.methods.entropy_depth.entropy import LayerEntropy, find_rectifiers, rectifier_entropy
+from netrazor.methods.entropy_depth.finish import finish
+from netrazor.methods.entropy_depth.measure import measure_cost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DepthKnobs:
+    """Knobs common to the three methods.
+
+    delta            largest allowed drop of validation accuracy below the dense model (fraction,
+                     0.01 = one point); the last model within delta is kept.
+    rounds           most prune/linearise-retrain rounds.
+    retrain_epochs   epochs of the adapter's recipe after each round.
+    entropy_split    split the rectifier entropy is measured on ("train", as the paper).
+    entropy_samples  cap on examples for the entropy pass (None: the whole split).
+    fold             hand the result to surgery.fold_linear_sections.
+    remove_dead      remove always-off channels of the remaining rectifiers (surgery.remove_channels).
+    measure_latency  measure CPU latency (batch 1 and 64) before and after.
+    latency_repeats  timing repeats for batch 1 (batch 64 uses a third).
+    eval_test        evaluate the test split per round, for the record only (never for decisions).
+    finish_samples   training examples on which surgery judges constant channels and checks folds.
+    """
+
+    delta: float = 0.01
+    rounds: int = 10
+    retrain_epochs: int = 1
+    entropy_split: str = "train"
+    entropy_samples: int | None = None
+    fold: bool = True
+    remove_dead: bool = True
+    measure_latency: bool = True
+    latency_repeats: int = 30
+    eval_test: bool = True
+    finish_samples: int = 1024
+
+    def _check(self) -> None:
+        if not 0 <= self.delta <= 1:
+            raise ConfigError(f"delta must be a fraction in [0, 1] (0.01 = one accuracy point), got {self.delta}.")
+        if self.rounds < 0 or self.retrain_epochs < 0:
+            raise ConfigError("rounds and retrain_epochs must be >= 0.")
+        if self.entropy_split not in ("train", "val", "test"):
+            raise ConfigError(f"entropy_split must be train/val/test, got {self.entropy_split!r}.")
+
+    def knobs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    # ------------------------------------------------------------------ shared steps
+    def measure_entropy(self, model: nn.Module, adapter: Any) -> dict[str, LayerEntropy]:
+        return rectifier_entropy(model, adapter.data, split=self.entropy_split, max_samples=self.entropy_samples, device=adapter.device)
+
+    def evaluate(self, model: nn.Module, adapter: Any) -> dict[str, float]:
+        out = {"val_accuracy": float(adapter.evaluate(model, "val")["accuracy"])}
+        if self.eval_test:
+            out["test_accuracy"] = float(adapter.evaluate(model, "test")["accuracy"])
+        return out
+
+    def finish_batches(self, adapter: Any, batch_size: int = 256) -> list:
+        train = adapter.data.train
+        n = min(len(train), self.finish_samples)
+        return [adapter.data.normalize(train.images[i : min(n, i + batch_size)]).to(adapter.device) for i in range(0, n, batch_size)]
+
+    def start(self, model: nn.Module, adapter: Any, method: str) -> dict[str, Any]:
+        self._check()
+        rects = [n for n, _ in find_rectifiers(model)]
+        if not rects:
+            raise ConfigError(f"{method} needs rectifiers (ReLU, ReLU6, LeakyReLU, PReLU, GELU modules); the model has none.")
+        dense_eval = self.evaluate(model, adapter)
+        cost = measure_cost(model, adapter.input_shape, latency=self.measure_latency, repeats=self.latency_repeats)
+        record: dict[str, Any] = {
+            "method": method,
+            "knobs": self.knobs(),
+            "rectifiers_before": rects,
+            "layers_dense": len(rects),
+            "val_accuracy_dense": dense_eval["val_accuracy"],
+            "val_error_dense": 1 - dense_eval["val_accuracy"],
+            "rounds": [],
+            "linearised": [],
+            "_t0": time.perf_counter(),
+        }
+        if "test_accuracy" in dense_eval:
+            record["test_accuracy_dense"] = dense_eval["test_accuracy"]
+            record["test_error_dense"] = 1 - dense_eval["test_accuracy"]
+        for k, v in cost.items():
+            record[f"{k}_dense"] = v
+        return record
+
+    def close(
+        self,
+        model: nn.Module,
+        adapter: Any,
+        record: dict[str, Any],
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """Finish (dead channels, fold), measure after, fill the record."""
+        linearised_model = copy.deepcopy(model)
+        model, report = finish(model, self.finish_batches(adapter), fold=self.fold, remove_dead=self.remove_dead)
+        record["surgery"] = report
+        final = self.evaluate(model, adapter)
+        rects = [n for n, _ in find_rectifiers(model)]
+        record["rectifiers_after"] = rects
+        record["layers"] = len(rects)
+        record["val_accuracy"] = final["val_accuracy"]
+        record["val_error"] = 1 - final["val_accuracy"]
+        if "test_accuracy" in final:
+            record["test_accuracy"] = final["test_accuracy"]
+            record["test_error"] = 1 - final["test_accuracy"]
+        pre = measure_cost(linearised_model, adapter.input_shape, latency=False)
+        record["params_before_surgery"] = pre["params"]
+        if "macs" in pre:
+            record["macs_before_surgery"] = pre["macs"]
+        record.update(measure_cost(model, adapter.input_shape, latency=self.measure_latency, repeats=self.latency_repeats))
+        record["compress_seconds"] = time.perf_counter() - record.pop("_t0")
+        return model, record
+
+
+def entropy_table(entropies: Mapping[str, LayerEntropy]) -> dict[str, float]:
+    return {n: e.entropy for n, e in entropies.items()}

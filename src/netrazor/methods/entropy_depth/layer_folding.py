@@ -1,0 +1,115 @@
+"""Layer Folding (Dror et al. 2021) as an option of the same machinery.
+
+Every rectifier becomes a ``SlopeActivation`` f(z) = max(z,0) + alpha*min(z,0) with one learnable
+alpha per layer (alpha = 0: ReLU, alpha = 1: identity). Training adds lambda * sum_l |1 - alpha_l^2|
+(METHODS.md §3) through ``Callback.extra_loss``. At the end every layer with alpha >= threshold is
+folded: alpha is set to 1 exactly (``nn.Identity``) and the net is fine-tuned briefly; then
+surgery folds the linear sections.
+
+[REC] choices, each a knob:
+- alpha is projected onto [0, 1] after every step: |1 - alpha^2| is also minimal at alpha = -1,
+  where f(z) = |z| is not linear, so the projection keeps the penalty pointing at the identity.
+- d|1 - alpha^2|/d alpha = -2 alpha vanishes at alpha = 0: started exactly at 0 (``alpha_init``,
+  pure ReLU as the paper) a layer only feels the penalty once the data gradient has moved its
+  alpha above 0; ``alpha_init = 0.01`` (LeakyReLU's usual slope) lets the penalty act from step one.
+- Layers below the threshold are NOT turned back into ReLU (that would change the function):
+  they stay ``nn.LeakyReLU(negative_slope=alpha)`` with the learned alpha (``nn.ReLU`` if alpha = 0).
+- alpha is excluded from nothing: the recipe's weight decay also applies to it (it pulls
+  towards ReLU, the conservative side).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from netrazor.errors import ConfigError
+from netrazor.methods.entropy_depth._compat import CallbackBase
+from netrazor.methods.entropy_depth.common import DepthKnobs
+from netrazor.methods.entropy_depth.entropy import SlopeActivation, find_rectifiers
+from netrazor.methods.entropy_depth.graph import link_rectifiers
+from netrazor.methods.entropy_depth.linearise import set_module
+
+log = logging.getLogger(__name__)
+
+
+def slope_modules(model: nn.Module) -> dict[str, SlopeActivation]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, SlopeActivation)}
+
+
+def linearity_penalty(model: nn.Module) -> torch.Tensor:
+    """sum_l |1 - alpha_l^2| over the model's SlopeActivations."""
+    alphas = [m.alpha for m in slope_modules(model).values()]
+    if not alphas:
+        return torch.zeros(())
+    a = torch.stack(alphas)
+    return (1 - a.pow(2)).abs().sum()
+
+
+class SlopePenalty(CallbackBase):
+    """Adds lambda * sum |1 - alpha^2| to the loss and projects alpha onto [0, 1] after each step."""
+
+    def __init__(self, weight: float) -> None:
+        self.weight = float(weight)
+
+    def extra_loss(self, trainer) -> torch.Tensor:  # noqa: ANN001
+        return self.weight * linearity_penalty(trainer.model)
+
+    @torch.no_grad()
+    def on_step_end(self, trainer, step, loss) -> None:  # noqa: ANN001
+        for m in slope_modules(trainer.model).values():
+            m.alpha.clamp_(0.0, 1.0)
+
+
+@dataclass
+class LayerFoldingMethod(DepthKnobs):
+    """Layer Folding. Knobs (plus ``DepthKnobs``; ``delta`` is only reported against here):
+
+    penalty          lambda of lambda * sum |1 - alpha^2|.
+    train_epochs     epochs trained with the penalty (None: the adapter recipe's epochs).
+    threshold        alpha at or above which a layer is folded (0.9, METHODS.md).
+    finetune_epochs  epochs after setting the folded slopes to 1 exactly.
+    alpha_init       starting slope (0 = ReLU; see the module docstring).
+    """
+
+    penalty: float = 0.05
+    train_epochs: int | None = None
+    threshold: float = 0.9
+    finetune_epochs: int = 1
+    alpha_init: float = 0.0
+
+    def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}.")
+        record = self.start(model, adapter, "layer-folding")
+        links = link_rectifiers(model)
+        names = [n for n, _ in find_rectifiers(model)]
+        for n in names:
+            set_module(model, n, SlopeActivation(self.alpha_init))
+        epochs = self.train_epochs if self.train_epochs is not None else adapter.train_config.epochs
+        adapter.train(model, epochs=epochs, callbacks=[SlopePenalty(self.penalty)])
+        alphas = {n: float(m.alpha) for n, m in slope_modules(model).items()}
+        scores = self.evaluate(model, adapter)
+        record["rounds"].append({"round": 1, "phase": "penalised", "alpha": alphas, **scores})
+        folded = [n for n, a in alphas.items() if a >= self.threshold]
+        for n, a in alphas.items():
+            if n in folded:
+                set_module(model, n, nn.Identity())
+            elif a == 0.0:
+                set_module(model, n, nn.ReLU())
+            else:
+                set_module(model, n, nn.LeakyReLU(negative_slope=a))
+        if folded and self.finetune_epochs > 0:
+            adapter.train(model, epochs=self.finetune_epochs)
+        scores = self.evaluate(model, adapter)
+        record["rounds"].append({"round": 2, "phase": "folded+finetuned", "folded": folded, **scores})
+        record["linearised"] = folded
+        record["alpha"] = alphas
+        record["within_delta"] = scores["val_accuracy"] >= record["val_accuracy_dense"] - self.delta
+        ent = self.measure_entropy(model, adapter) if find_rectifiers(model) else {}
+        record["final_entropy"] = {n: e.summary() for n, e in ent.items()}
+        return self.close(model, adapter, record)

@@ -1,0 +1,118 @@
+"""NEPENTHE (Liao et al. 2024): entropy-guided unstructured pruning that linearises whole layers.
+
+Per round (METHODS.md §3; the budget rule is the authors' predecessor EGP code [CODE]):
+ 1. measure the rectifier entropy H_l on the training split (zeros excluded);
+ 2. every rectifier with H_l = 0 is linear: swap it for ``nn.Identity`` and stop pruning its layer;
+ 3. B = zeta * alive prunable weights, shared over the remaining layers by softmax of the
+    irrelevance I_l = sum_k H_k m_k / (H_l m_l), capped and re-shared (see ``budget``);
+ 4. magnitude-prune b_l weights inside each layer (masks held during retraining);
+ 5. retrain ``retrain_epochs`` with the adapter's recipe; evaluate on validation;
+ 6. stop when validation accuracy < dense - delta, keeping the last model within delta.
+Then (netrazor's addition, [REC]) a last entropy pass linearises the layers that reached H_l = 0,
+and ``finish`` removes always-off channels and folds the linear sections, so MACs and latency drop.
+
+"Prunable weights" are the Conv/Linear weights feeding a rectifier (see ``graph``); the
+classifier (no rectifier after it) is not pruned. [REC] The order linearise-then-prune inside a
+round and the final linearisation pass are ours.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from netrazor.methods.entropy_depth.budget import allocate
+from netrazor.methods.entropy_depth.common import DepthKnobs, entropy_table
+from netrazor.methods.entropy_depth.entropy import find_rectifiers
+from netrazor.methods.entropy_depth.graph import link_rectifiers
+from netrazor.methods.entropy_depth.linearise import linearise
+from netrazor.methods.entropy_depth.masks import KeepMasks, WeightMasks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NepentheMethod(DepthKnobs):
+    """NEPENTHE with the EGP budget. Knobs (plus those of ``DepthKnobs``):
+
+    zeta   fraction of the alive prunable weights pruned per round (EGP default 0.5).
+    eps    floor of H_l * m_l in the irrelevance denominator ([REC], see ``budget``).
+    """
+
+    zeta: float = 0.5
+    eps: float = 1e-12
+
+    def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
+        record = self.start(model, adapter, "nepenthe")
+        links = link_rectifiers(model)
+        record["feeding_layers"] = dict(links.feeding)
+        record["graph_traced"] = links.traced
+        feeding = {r: w for r, w in links.feeding.items() if w}
+        masks = WeightMasks(model, [w for ws in feeding.values() for w in ws])
+        active = [n for n, _ in find_rectifiers(model)]
+        floor = record["val_accuracy_dense"] - self.delta
+        best = copy.deepcopy(model)
+        best_masks = copy.deepcopy(masks.masks)
+        best_active = list(active)
+        inexact = 0
+        for rnd in range(1, self.rounds + 1):
+            ent = self.measure_entropy(model, adapter)
+            now_linear = [r for r in active if r in ent and ent[r].is_linear]
+            for r in now_linear:
+                inexact += linearise(model, r, ent[r], links.producer.get(r))
+            active = [r for r in active if r not in now_linear]
+            layers = [r for r in active if r in feeding and masks.alive(feeding[r]) > 0]
+            budgets: dict[str, int] = {}
+            if layers:
+                budgets = allocate(
+                    {r: ent[r].entropy for r in layers},
+                    {r: masks.mean_abs(model, feeding[r]) for r in layers},
+                    {r: masks.alive(feeding[r]) for r in layers},
+                    zeta=self.zeta,
+                    eps=self.eps,
+                )
+                for r, b in budgets.items():
+                    masks.prune(model, feeding[r], b)
+            if not layers and not now_linear:
+                log.info("round %d: nothing left to prune or linearise; stopping", rnd)
+                break
+            adapter.train(model, epochs=self.retrain_epochs, callbacks=[KeepMasks(masks)])
+            scores = self.evaluate(model, adapter)
+            prunable_total = sum(m.numel() for m in masks.masks.values())
+            entry = {
+                "round": rnd,
+                "entropy": entropy_table(ent),
+                "linearised": now_linear,
+                "pruned": budgets,
+                "density": masks.alive(masks.masks) / max(1, prunable_total),
+                **scores,
+            }
+            record["rounds"].append(entry)
+            log.info("nepenthe round %d: val %.4f, linearised %s, density %.3f", rnd, scores["val_accuracy"], now_linear, entry["density"])
+            if scores["val_accuracy"] < floor:
+                entry["accepted"] = False
+                model, active = best, best_active
+                masks.masks = best_masks
+                break
+            entry["accepted"] = True
+            record["linearised"].extend(now_linear)
+            best, best_masks, best_active = copy.deepcopy(model), copy.deepcopy(masks.masks), list(active)
+        # Final pass: layers that reached H = 0 in the accepted model are linear already on the data.
+        ent = self.measure_entropy(model, adapter)
+        final_linear = [r for r in active if r in ent and ent[r].is_linear]
+        if final_linear:
+            trial = copy.deepcopy(model)
+            for r in final_linear:
+                inexact += linearise(trial, r, ent[r], links.producer.get(r))
+            if self.evaluate(trial, adapter)["val_accuracy"] >= floor:
+                model = trial
+                record["linearised"].extend(final_linear)
+                ent = self.measure_entropy(model, adapter)
+        record["final_entropy"] = {n: e.summary() for n, e in ent.items()}
+        record["inexact_channels"] = inexact
+        record["density"] = masks.alive(masks.masks) / max(1, sum(m.numel() for m in masks.masks.values()))
+        return self.close(model, adapter, record)

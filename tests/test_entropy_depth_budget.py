@@ -1,0 +1,102 @@
+"""The EGP budget: irrelevance, softmax shares, capping and re-sharing, integer rounding; masks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from netrazor.errors import ConfigError
+from netrazor.methods.entropy_depth.budget import allocate, irrelevance, share_budget, softmax
+from netrazor.methods.entropy_depth.masks import KeepMasks, WeightMasks
+
+
+def test_irrelevance_formula_and_zero_entropy_guard():
+    I = irrelevance({"a": 0.5, "b": 1.0}, {"a": 2.0, "b": 1.0})
+    # sum H m = 1 + 1 = 2 ; I_a = 2 / 1, I_b = 2 / 1
+    assert I == {"a": 2.0, "b": 2.0}
+    I = irrelevance({"a": 0.0, "b": 1.0}, {"a": 1.0, "b": 1.0}, eps=1e-6)
+    assert math.isfinite(I["a"]) and I["a"] == pytest.approx(1e6)
+    assert I["a"] > I["b"]  # a zero-entropy layer is the most irrelevant, never a NaN
+
+
+def test_lower_entropy_layer_gets_more_budget():
+    b = allocate({"low": 0.2, "high": 0.9}, {"low": 0.1, "high": 0.1}, {"low": 1000, "high": 1000}, zeta=0.5)
+    assert sum(b.values()) == 1000
+    assert b["low"] > b["high"]
+    shares = softmax(irrelevance({"low": 0.2, "high": 0.9}, {"low": 0.1, "high": 0.1}))
+    assert b["low"] == pytest.approx(1000 * shares["low"], abs=1)
+
+
+def test_capped_layer_is_emptied_and_excess_reshared():
+    # "tiny" gets nearly all the softmax share but has only 10 weights: it is emptied and the
+    # rest of B goes to the others in proportion to their shares.
+    b = allocate({"tiny": 0.01, "x": 0.9, "y": 0.95}, {"tiny": 1.0, "x": 1.0, "y": 1.0}, {"tiny": 10, "x": 500, "y": 500}, zeta=0.5)
+    assert b["tiny"] == 10
+    assert sum(b.values()) == round(0.5 * 1010)
+    assert b["x"] >= b["y"]
+
+
+def test_zeta_is_checked():
+    with pytest.raises(ConfigError):
+        allocate({"a": 1.0}, {"a": 1.0}, {"a": 10}, zeta=1.5)
+
+
+layer_names = st.lists(st.text("abcdef", min_size=1, max_size=4), min_size=1, max_size=8, unique=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), names=layer_names, zeta=st.floats(0.0, 1.0))
+def test_budget_sums_to_B_and_never_exceeds_alive(data, names, zeta):
+    entropy = {n: data.draw(st.floats(0.0, 1.0)) for n in names}
+    magnitude = {n: data.draw(st.floats(0.0, 10.0)) for n in names}
+    alive = {n: data.draw(st.integers(0, 5000)) for n in names}
+    b = allocate(entropy, magnitude, alive, zeta=zeta)
+    assert set(b) == set(names)
+    assert sum(b.values()) == round(zeta * sum(alive.values()))
+    for n in names:
+        assert 0 <= b[n] <= alive[n]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), names=layer_names)
+def test_share_budget_caps_and_conserves(data, names):
+    raw = {n: data.draw(st.floats(0.0, 1.0)) for n in names}
+    total = sum(raw.values()) or 1.0
+    shares = {n: v / total for n, v in raw.items()}
+    alive = {n: data.draw(st.integers(0, 300)) for n in names}
+    budget = data.draw(st.floats(0.0, float(sum(alive.values()))))
+    out = share_budget(budget, shares, alive)
+    assert sum(out.values()) == pytest.approx(budget, abs=1e-6)
+    for n in names:
+        assert out[n] <= alive[n] + 1e-9
+
+
+def test_magnitude_prune_exact_count_and_masks_survive_updates():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4))
+    masks = WeightMasks(model, ["0", "2"])
+    small = model[0].weight.detach().abs().flatten().sort().values[:7]
+    pruned = masks.prune(model, ["0"], 7)
+    assert pruned == 7
+    assert masks.alive(["0"]) == 30 - 7
+    assert int((model[0].weight == 0).sum()) == 7
+    # the survivors are exactly the largest magnitudes
+    w = model[0].weight.detach()
+    assert float(w.abs()[w != 0].min()) >= float(small.max())
+    # a training step moves zeroed weights; the callback puts them back
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+
+    class T:
+        pass
+
+    t = T()
+    t.model = model
+    KeepMasks(masks).on_step_end(t, 0, 0.0)
+    assert int((model[0].weight == 0).sum()) == 7
+    assert masks.mean_abs(model, ["0"]) == pytest.approx(float(model[0].weight.detach().abs().sum() / 23))
