@@ -1,0 +1,154 @@
+"""NEPENTHE / EASIER / Layer Folding end to end on a tiny synthetic task (real Trainer, real surgery)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from netrazor.data import make_synthetic
+from netrazor.methods.base import Adapter
+from netrazor.methods.entropy_depth import (
+    METHODS,
+    EasierMethod,
+    LayerFoldingMethod,
+    NepentheMethod,
+    SlopeActivation,
+    find_rectifiers,
+    linearity_penalty,
+    rectifier_entropy,
+)
+from netrazor.methods.entropy_depth.layer_folding import SlopePenalty
+
+train = pytest.importorskip("netrazor.train")
+surgery = pytest.importorskip("netrazor.surgery.folding")
+
+FAST = dict(measure_latency=False, retrain_epochs=1, finish_samples=256)
+
+
+def bundle():
+    return make_synthetic(n_train=256, n_val=128, n_test=128, num_classes=4, shape=(1, 8, 8), seed=0)
+
+
+def adapter(data, epochs=2, lr=0.05):
+    cfg = train.TrainConfig(epochs=epochs, batch_size=64, lr=lr, optimizer="sgd", schedule="constant", seed=0)
+    return Adapter(data=data, train_config=cfg)
+
+
+def mlp(bias_on=0.0):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(64, 48), nn.ReLU(),
+        nn.Linear(48, 48), nn.ReLU(),
+        nn.Linear(48, 4),
+    )
+    if bias_on:
+        with torch.no_grad():  # the second rectifier's input is always positive: linear on the data
+            model[3].weight.mul_(0.01)
+            model[3].bias.fill_(bias_on)
+    return model
+
+
+def test_methods_dict_for_the_cli():
+    assert METHODS == {"nepenthe": NepentheMethod, "easier": EasierMethod, "layer-folding": LayerFoldingMethod}
+
+
+def test_nepenthe_linearises_a_zero_entropy_layer_and_surgery_folds_it_away():
+    data = bundle()
+    ad = adapter(data)
+    model = mlp(bias_on=5.0)
+    ad.train(model, epochs=2)
+    assert rectifier_entropy(model, data)["4"].is_linear
+    out, rec = NepentheMethod(delta=0.5, rounds=2, **FAST).run(model, ad)
+    assert "4" in rec["linearised"]
+    assert rec["layers_dense"] == 2 and rec["layers"] < 2
+    # the linearised model's Linear->Identity->Linear became one Linear: fewer weighted layers
+    assert sum(isinstance(m, nn.Linear) for m in out.modules()) < 3
+    assert rec["surgery"]["fold_max_abs_diff"] < 1e-4
+    assert rec["params"] < rec["params_dense"] and rec["macs"] < rec["macs_dense"]
+    assert rec["rounds"][0]["linearised"] == ["4"]
+    assert set(rec["rounds"][0]["entropy"]) == {"2", "4"}
+    json.dumps(rec)  # the record is JSON as it is
+
+
+def test_nepenthe_prunes_by_budget_and_stops_within_delta():
+    data = bundle()
+    ad = adapter(data)
+    model = mlp()
+    ad.train(model, epochs=3)
+    dense_acc = ad.evaluate(model)["accuracy"]
+    out, rec = NepentheMethod(delta=0.05, rounds=3, zeta=0.5, **FAST).run(model, ad)
+    accepted = [r for r in rec["rounds"] if r["accepted"]]
+    for r in accepted:
+        assert r["val_accuracy"] >= dense_acc - 0.05
+    if accepted:  # half of the alive prunable weights go each accepted round
+        assert accepted[0]["density"] == pytest.approx(0.5, abs=0.01)
+        assert sum(accepted[0]["pruned"].values()) == round(0.5 * (64 * 48 + 48 * 48))
+    assert rec["val_accuracy"] >= dense_acc - 0.05 - 1e-9 or rec["linearised"]  # final linearisation re-checked on val
+
+
+def test_failed_round_is_rolled_back_to_the_last_model_within_delta():
+    data = bundle()
+
+    class Wrecker(Adapter):
+        """Retraining that destroys the model: every round must be rejected."""
+
+        def train(self, model, epochs=None, callbacks=(), **kw):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.normal_()
+            return []
+
+    good = adapter(data)
+    model = mlp()
+    good.train(model, epochs=3)
+    ad = Wrecker(data=data, train_config=good.train_config)
+    dense = ad.evaluate(model)["accuracy"]
+    reference = copy.deepcopy(model)
+    out, rec = NepentheMethod(delta=0.01, rounds=3, fold=False, remove_dead=False, **{k: v for k, v in FAST.items()}).run(model, ad)
+    assert rec["rounds"][0]["accepted"] is False and len(rec["rounds"]) == 1
+    assert rec["val_accuracy"] == pytest.approx(dense)
+    x = ad.example_input(8)
+    assert torch.allclose(out(x), reference.eval()(x))
+
+
+def test_easier_linearises_the_lowest_entropy_rectifier_each_round():
+    data = bundle()
+    ad = adapter(data)
+    model = mlp()
+    ad.train(model, epochs=2)
+    ent = rectifier_entropy(model, data)
+    lowest = min(ent, key=lambda n: ent[n].entropy)
+    out, rec = EasierMethod(delta=1.0, rounds=1, **FAST).run(model, ad)
+    assert rec["rounds"][0]["linearised"] == [lowest]
+    assert rec["layers"] == 1
+    assert sum(isinstance(m, nn.Linear) for m in out.modules()) == 2  # folded away
+
+
+def test_layer_folding_penalty_pushes_alpha_to_one():
+    data = bundle()
+    ad = adapter(data, epochs=3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), SlopeActivation(0.2), nn.Linear(32, 4))
+    before = float(linearity_penalty(model).detach())
+    ad.train(model, epochs=3, callbacks=[SlopePenalty(5.0)])
+    alpha = float(model[2].alpha)
+    assert alpha > 0.9
+    assert alpha <= 1.0  # projected onto [0, 1]
+    assert float(linearity_penalty(model).detach()) < before
+
+
+def test_layer_folding_method_folds_high_alpha_layers():
+    data = bundle()
+    ad = adapter(data, epochs=2)
+    model = mlp()
+    ad.train(model, epochs=2)
+    out, rec = LayerFoldingMethod(penalty=5.0, alpha_init=0.2, train_epochs=3, delta=1.0, **FAST).run(model, ad)
+    assert rec["linearised"], rec["alpha"]
+    assert all(rec["alpha"][n] >= 0.9 for n in rec["linearised"])
+    assert rec["layers"] == 2 - len(rec["linearised"])
+    assert not any(isinstance(m, SlopeActivation) for m in out.modules())
+    assert sum(isinstance(m, nn.Linear) for m in out.modules()) < 3
