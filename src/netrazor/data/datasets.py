@@ -140,7 +140,7 @@ def load_raw(name: str, root: str | os.PathLike | None = None, fetch: bool = Tru
         if not fetch:
             raise DataError(
                 f"{name} is not in {folder}; run `{fetch_command(name)}` (add --root {folder.parent} if you use "
-                "a non-default root) or pass fetch=True."
+                "a non-default root), or load with fetch=True."
             )
         fetch_dataset(name, folder.parent, progress=progress)
     fingerprint = _fingerprint(_raw_sources(name, folder))

@@ -399,6 +399,30 @@ def fetch(name: str, root: str | os.PathLike | None = None, source: str | os.Pat
     return folder
 
 
+def verify(name: str, root: str | os.PathLike | None = None) -> str:
+    """Re-check the raw files of a fetched data set against the official checksums; return a summary.
+
+    IDX files: MD5 of the decompressed content; CIFAR-10: the archive's SHA-256 / MD5 (an extracted
+    ``cifar-10-batches-bin/`` folder is checked record by record instead).
+    """
+    name = _check_name(name)
+    folder = dataset_dir(name, root)
+    if not is_fetched(name, folder.parent):
+        raise DataError(f"{name} is not in {folder}; run `{fetch_command(name)}`.")
+    if name == "cifar10":
+        archive = cifar10_archive(folder)
+        if archive.is_dir():
+            from netrazor.data.cifar import read_cifar_binary
+
+            read_cifar_binary(archive)
+            return f"{archive}: record structure checked (no archive checksum for an extracted folder)"
+        return f"{archive.name}: checksum OK ({_verify_cifar_archive(archive)})"
+    for stem in IDX_STEMS.values():
+        path = find_idx_file(folder, stem)
+        _verify_idx(name, stem, path.read_bytes(), str(path))
+    return f"{len(IDX_STEMS)} IDX files: content MD5 OK"
+
+
 def fetch_record(name: str, root: str | os.PathLike | None = None) -> dict | None:
     path = dataset_dir(name, root) / "fetched.json"
     return read_json(path) if path.exists() else None
