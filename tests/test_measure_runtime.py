@@ -126,4 +126,5 @@ def test_cli_measure_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     from netrazor.cli import main
 
     assert main(["measure", str(tmp_path / "nothing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long paths
+    assert "nothing.json does not exist" in err

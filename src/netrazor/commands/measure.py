@@ -14,22 +14,22 @@ console = Console()
 
 
 def _load(checkpoint: Path):
-    """Zoo checkpoints (JSON with a spec) load here; other netrazor saves go to surgery's loader."""
-    from netrazor.models.io import checkpoint_paths, load_model
+    """Load with the zoo loader; if that fails and surgery's loader exists, let it try.
 
-    _, meta_path = checkpoint_paths(checkpoint)
+    ``netrazor.surgery.load_model`` extends the zoo format to altered architectures (a zoo spec
+    no longer describes a model after surgery), so a zoo-loader failure is not final.
+    """
+    from netrazor.errors import CheckpointError
+    from netrazor.models.io import load_model
+
     try:
-        has_spec = "spec" in json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        has_spec = True  # let the zoo loader raise its clear CheckpointError
-    if not has_spec:
+        return load_model(checkpoint)
+    except CheckpointError as zoo_error:
         try:
             from netrazor.surgery import load_model as load_altered
         except ImportError:
-            load_altered = None
-        if load_altered is not None:
-            return load_altered(checkpoint)
-    return load_model(checkpoint)
+            raise zoo_error from None
+        return load_altered(checkpoint)
 
 
 def _input_shape(model, data, option: Optional[str]) -> tuple[int, ...]:
