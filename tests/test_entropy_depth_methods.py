@@ -135,7 +135,7 @@ def test_layer_folding_penalty_pushes_alpha_to_one():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), SlopeActivation(0.2), nn.Linear(32, 4))
     before = float(linearity_penalty(model).detach())
     ad.train(model, epochs=3, callbacks=[SlopePenalty(5.0)])
-    alpha = float(model[2].alpha)
+    alpha = float(model[2].alpha.detach())
     assert alpha > 0.9
     assert alpha <= 1.0  # projected onto [0, 1]
     assert float(linearity_penalty(model).detach()) < before

@@ -55,10 +55,10 @@ def share_budget(budget: float, shares: Mapping[str, float], alive: Mapping[str,
     remaining = budget
     while open_ and remaining > 1e-9:
         weight = sum(shares[n] for n in open_)
-        if weight <= 0:  # all open shares underflowed to 0: share equally
+        if weight < 1e-300:  # all open shares underflowed: share equally
             proposal = {n: remaining / len(open_) for n in open_}
-        else:
-            proposal = {n: remaining * shares[n] / weight for n in open_}
+        else:  # normalise first, then scale: products of subnormals lose all precision
+            proposal = {n: (shares[n] / weight) * remaining for n in open_}
         capped = {n for n in open_ if out[n] + proposal[n] >= alive[n] - 1e-9}
         if not capped:
             for n in open_:
