@@ -1,0 +1,201 @@
+"""Choose bit widths per layer: the fewest within a tolerance, or the best under a budget.
+
+``eval_fn(model) -> float`` is supplied by the caller and is *lower-is-better*: a
+validation error, an accuracy drop, or a teacher–student divergence (METHODS.md §4).
+To search on accuracy pass ``lambda m: 1 - accuracy(m)``.
+
+[REC] Both procedures are our reconstruction of Directed Evolution's "search
+quantisation alternatives for the fewest bits with acceptable loss" and "allocate bits
+greedily by marginal divergence per bit":
+
+- ``search_bits``: each layer alone (the others kept float) walks down the bit widths and keeps
+  the fewest whose eval stays within ``baseline + tolerance``; the walk stops at the first
+  failure (error grows as bits shrink). Layer errors add up when all layers are quantised
+  together, so when ``joint_fix`` is set and the joint eval exceeds the tolerance, the layer whose
+  own eval rose most gets one more bit until the joint model is within tolerance (or all layers
+  are back at the widest width).
+- ``allocate_bits``: measure each layer's eval curve once (layer alone at each width), then
+  greedily lower the layer with the smallest eval increase per bit saved, until the total of
+  ``bits × surviving weights`` fits ``budget_bits``. The final joint eval is measured and recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from netrazor.errors import ConfigError
+from netrazor.quant.model import QuantResult, layer_nonzeros, quantizable_layers, quantize_model
+from netrazor.quant.quantizers import quantize_tensor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BITS = (8, 7, 6, 5, 4, 3, 2, 1)
+EvalFn = Callable[[nn.Module], float]
+
+
+def _check_bit_list(bits: Sequence[int]) -> list[int]:
+    widths = sorted({int(b) for b in bits}, reverse=True)
+    if not widths or widths[-1] < 1 or widths[0] > 8:
+        raise ConfigError(f"bit widths {list(bits)} must be a non-empty set of integers from 1 to 8.")
+    return widths
+
+
+def layer_curves(
+    model: nn.Module,
+    eval_fn: EvalFn,
+    bits: Sequence[int] = DEFAULT_BITS,
+    method: str = "kmeans",
+    per_channel: bool = False,
+    stop_above: float | None = None,
+    layers: Sequence[str] | None = None,
+) -> dict[str, dict[int, float]]:
+    """``{layer: {bits: eval}}`` with only that layer quantised (others float).
+
+    Widths are tried from widest to narrowest; with ``stop_above`` a layer's walk stops after the
+    first width whose eval exceeds it (its value is still recorded).
+    """
+    widths = _check_bit_list(bits)
+    work = copy.deepcopy(model)
+    mods = quantizable_layers(work)
+    names = list(layers) if layers is not None else list(mods)
+    curves: dict[str, dict[int, float]] = {}
+    with torch.no_grad():
+        for name in names:
+            weight = mods[name].weight
+            original = weight.data.clone()
+            curve: dict[int, float] = {}
+            for b in widths:
+                weight.data.copy_(quantize_tensor(original, b, method=method, per_channel=per_channel).dequantized)
+                curve[b] = float(eval_fn(work))
+                log.debug("layer %s at %d bits: eval %.6g", name, b, curve[b])
+                if stop_above is not None and curve[b] > stop_above:
+                    break
+            weight.data.copy_(original)
+            curves[name] = curve
+    return curves
+
+
+def search_bits(
+    model: nn.Module,
+    eval_fn: EvalFn,
+    tolerance: float,
+    bits: Sequence[int] = DEFAULT_BITS,
+    method: str = "kmeans",
+    per_channel: bool = False,
+    joint_fix: bool = True,
+) -> QuantResult:
+    """The fewest bits per layer whose eval stays within ``baseline + tolerance`` (see module doc).
+
+    Returns a :class:`QuantResult` whose ``evals`` holds ``baseline``, ``threshold``, ``curves``
+    (per layer: bits → eval), ``single`` (per layer: eval at its chosen width) and ``joint``.
+    """
+    if tolerance < 0:
+        raise ConfigError(f"tolerance={tolerance} must be >= 0 (an allowed increase of eval_fn).")
+    widths = _check_bit_list(bits)
+    baseline = float(eval_fn(model))
+    threshold = baseline + tolerance
+    curves = layer_curves(model, eval_fn, widths, method, per_channel, stop_above=threshold)
+    chosen: dict[str, int] = {}
+    for name, curve in curves.items():
+        ok = [b for b, v in curve.items() if v <= threshold]
+        chosen[name] = min(ok) if ok else widths[0]
+    result = quantize_model(model, chosen, method=method, per_channel=per_channel)
+    joint = float(eval_fn(result.model))
+    fixes = []
+    while joint_fix and joint > threshold:
+        raisable = [n for n in chosen if chosen[n] < widths[0]]
+        if not raisable:
+            break
+        # the layer that hurts most on its own gets the next wider width
+        worst = max(raisable, key=lambda n: curves[n].get(chosen[n], float("inf")) - baseline)
+        chosen[worst] = min(b for b in widths if b > chosen[worst])
+        fixes.append({"layer": worst, "bits": chosen[worst]})
+        result = quantize_model(model, chosen, method=method, per_channel=per_channel)
+        joint = float(eval_fn(result.model))
+    result.evals = {
+        "baseline": baseline,
+        "tolerance": tolerance,
+        "threshold": threshold,
+        "curves": {n: {str(b): v for b, v in c.items()} for n, c in curves.items()},
+        "single": {n: curves[n].get(chosen[n]) for n in chosen},
+        "joint": joint,
+        "joint_within_tolerance": joint <= threshold,
+        "fixes": fixes,
+    }
+    log.info("bit search: %s (joint eval %.6g, threshold %.6g)", chosen, joint, threshold)
+    return result
+
+
+def layer_bit_cost(nonzeros: int, bits: int, method: str) -> int:
+    """Bits a layer costs at ``bits``: one index per surviving weight plus its float32 codebook."""
+    return nonzeros * bits + 32 * (2**bits)
+
+
+def allocate_bits(
+    model: nn.Module,
+    eval_fn: EvalFn,
+    budget_bits: int,
+    bits: Sequence[int] = DEFAULT_BITS,
+    method: str = "kmeans",
+    per_channel: bool = False,
+) -> QuantResult:
+    """Greedy allocation under a total budget of ``budget_bits`` (indices + codebooks) — see module doc.
+
+    Raises ``ConfigError`` when even the narrowest width of every layer exceeds the budget.
+    """
+    widths = _check_bit_list(bits)
+    nnz = layer_nonzeros(model)
+    if not nnz:
+        raise ConfigError("the model has no quantisable layer (Linear/Conv weight); nothing to allocate.")
+    floor = sum(layer_bit_cost(n, widths[-1], method) for n in nnz.values())
+    if budget_bits < floor:
+        raise ConfigError(f"budget of {budget_bits} bits is below the {floor} bits every layer needs at "
+                          f"{widths[-1]} bit(s); raise the budget or allow fewer bits.")
+    baseline = float(eval_fn(model))
+    curves = layer_curves(model, eval_fn, widths, method, per_channel)
+    chosen = {name: widths[0] for name in nnz}
+
+    def total() -> int:
+        return sum(layer_bit_cost(nnz[n], chosen[n], method) for n in chosen)
+
+    steps = []
+    while total() > budget_bits:
+        best, best_rate = None, float("inf")
+        for name, b in chosen.items():
+            lower = [w for w in widths if w < b]
+            if not lower:
+                continue
+            nb = lower[0]
+            saved = layer_bit_cost(nnz[name], b, method) - layer_bit_cost(nnz[name], nb, method)
+            if saved <= 0:
+                continue
+            # marginal eval increase per bit saved (clamped: a free improvement counts as zero cost)
+            rate = max(curves[name][nb] - curves[name][b], 0.0) / saved
+            if rate < best_rate:
+                best, best_rate = name, rate
+        if best is None:
+            break
+        chosen[best] = [w for w in widths if w < chosen[best]][0]
+        steps.append({"layer": best, "bits": chosen[best], "rate": best_rate, "total_bits": total()})
+    result = quantize_model(model, chosen, method=method, per_channel=per_channel)
+    joint = float(eval_fn(result.model))
+    result.evals = {
+        "baseline": baseline,
+        "budget_bits": int(budget_bits),
+        "total_bits": total(),
+        "curves": {n: {str(b): v for b, v in c.items()} for n, c in curves.items()},
+        "steps": steps,
+        "joint": joint,
+    }
+    log.info("bit allocation: %s (%d of %d bits, joint eval %.6g)", chosen, total(), budget_bits, joint)
+    return result
+
+
+def apply_bits(model: nn.Module, bits: Mapping[str, int], method: str = "kmeans", per_channel: bool = False) -> QuantResult:
+    """Alias of :func:`quantize_model` for a bits dict found by a search (reads naturally in recipes)."""
+    return quantize_model(model, dict(bits), method=method, per_channel=per_channel)
