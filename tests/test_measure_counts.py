@@ -112,3 +112,8 @@ def test_model_bytes_is_float32_params_plus_float_buffers():
     # running_mean + running_var per BN channel; num_batches_tracked (int64) is excluded.
     assert model_bytes(model) == 4 * (count_params(model) + 2 * bn_channels)
     assert model_bytes(build_model("lenet300")) == 4 * 266_610
+
+
+def test_macs_follow_the_model_dtype():
+    # A float64 model gets a float64 probe input (a float32 one would fail inside conv).
+    assert count_macs(build_model("lenet5").double(), (1, 28, 28)) == 2_293_000

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from netrazor.errors import ConfigError
-from netrazor.measure._util import check_shape, eval_mode, model_device
+from netrazor.measure._util import check_shape, eval_mode, model_device, model_dtype
 
 
 def latency_ms(
@@ -34,7 +34,7 @@ def latency_ms(
             raise ConfigError(f"{name} must be an int >= {low}, got {value!r}.")
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, *shape, generator=generator).to(device)
+    x = torch.randn(batch_size, *shape, generator=generator).to(device=device, dtype=model_dtype(model))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     with eval_mode(model), torch.inference_mode():

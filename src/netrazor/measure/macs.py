@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from netrazor.measure._util import check_shape, eval_mode, model_device
+from netrazor.measure._util import check_shape, eval_mode, model_device, model_dtype
 
 
 def _count_flops(model: nn.Module, input_shape: Sequence[int]) -> FlopCounterMode:
     shape = check_shape(input_shape)
-    x = torch.zeros(1, *shape, device=model_device(model))
+    x = torch.zeros(1, *shape, device=model_device(model), dtype=model_dtype(model))
     counter = FlopCounterMode(display=False)
     with eval_mode(model), torch.no_grad(), counter:
         model(x)
