@@ -173,3 +173,17 @@ def test_real_cifar10_if_present():
     # Published CIFAR-10 channel means: 0.4914, 0.4822, 0.4465 (the JPEG copy matches closely).
     assert np.allclose(b.mean, (0.4914, 0.4822, 0.4465), atol=0.005)
     assert torch.bincount(b.test.labels).tolist() == [1000] * 10
+
+
+def test_path_folder_cache_notices_nested_edits(isolated_root, tmp_path):
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for cls in ("x", "y"):
+            d = tmp_path / "tree" / split / cls
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(d / f"{i}.png")
+    first = load_data(str(tmp_path / "tree"), val_size=1)
+    assert len(first.train) == 5 and first.input_shape == (1, 4, 4)
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "tree" / "train" / "y" / "9.png")
+    assert len(load_data(str(tmp_path / "tree"), val_size=1).train) == 6

@@ -82,6 +82,12 @@ def load_cache(path: Path, fingerprint: str | None) -> dict | None:
     return {**{k: tensors[k] for k in needed}, "classes": json.loads(meta.get("classes", "[]"))}
 
 
+def _tree_fingerprint(folder: Path) -> str:
+    """Count, total size and newest mtime of every file under ``folder``: an edit anywhere shows."""
+    stats = [f.stat() for f in folder.rglob("*") if f.is_file()]
+    return json.dumps([len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)])
+
+
 # ----------------------------------------------------------------------------------------- raw readers
 def _raw_sources(name: str, folder: Path) -> list[Path]:
     if name == "cifar10":
@@ -152,20 +158,21 @@ def load_raw(name: str, root: str | os.PathLike | None = None, fetch: bool = Tru
     return raw
 
 
-def load_raw_path(source: str | os.PathLike, progress: Progress | None = None) -> dict:
-    """Decoded tensors of a local tree/archive, cached under ``data_root()/custom/<digest>/``."""
+def load_raw_path(source: str | os.PathLike, progress: Progress | None = None,
+                  root: str | os.PathLike | None = None) -> dict:
+    """Decoded tensors of a local tree/archive, cached under ``<root or data_root()>/custom/<digest>/``."""
     source = Path(source).expanduser().resolve()
     if not source.exists():
         raise DataError(f"{source} does not exist; give a data set name ({', '.join(AUGMENT)}) or an existing path.")
     stat = source.stat()
     key = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cache = data_root() / "custom" / key / CACHE_NAME
-    fingerprint = _fingerprint([source]) if source.is_file() else None
+    cache = (Path(root).expanduser() if root else data_root()) / "custom" / key / CACHE_NAME
+    fingerprint = _fingerprint([source]) if source.is_file() else _tree_fingerprint(source)
     raw = load_cache(cache, fingerprint)
     if raw is None:
         raw = read_path(source, progress)
         try:
-            save_cache(cache, raw, fingerprint or "")
+            save_cache(cache, raw, fingerprint)
         except OSError as exc:  # a read-only home must not stop the load
             log.warning("could not write data cache %s (%s)", cache, exc)
     return raw
@@ -232,7 +239,7 @@ def load_data(name: str, root: str | os.PathLike | None = None, val_size: int = 
             f"unknown data set {name!r}: not one of mnist, fashion-mnist, cifar10, synthetic and not an existing "
             "path; check the spelling or give the path of an image-folder tree or its .tar.gz."
         )
-    raw = load_raw_path(path, progress)
+    raw = load_raw_path(path, progress, root)
     stem = path.name.split(".")[0] or "custom"
     return make_bundle(stem, raw, val_size, seed, "none")
 
