@@ -1,0 +1,238 @@
+"""Physical removal of channels / units and everything coupled to them.
+
+The coupling (next layer's inputs, BN, residual partners, concat slices, depthwise groups)
+comes from Torch-Pruning's ``DependencyGraph`` (Fang et al., "DepGraph", CVPR 2023); we do not
+write a second one. This module wraps it behind two functions:
+
+- :func:`prunable_groups` lists the coupled channel sets of a model;
+- :func:`remove_channels` removes given channels on a deep copy, proves the result equal to the
+  original with those channels zeroed at their consumers, and returns the copy.
+
+Indices always refer to the ORIGINAL model. Requests for modules in the same coupled group
+(e.g. two convolutions added in a residual) are merged (union) in the group's root index space.
+Groups whose channels reach the model's output directly (the classifier's units) are never
+offered: removing them would change the output shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from netrazor.errors import SurgeryError
+from netrazor.surgery.equivalence import as_batches, check_equivalence
+
+log = logging.getLogger(__name__)
+
+ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+MASKABLE_CONSUMERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass
+class Group:
+    """One set of coupled channels: removing channel ``i`` of ``root`` removes it everywhere here.
+
+    ``producers``: modules whose outputs lose channels; ``consumers``: modules whose inputs lose
+    channels (with their own index lists in ``consumer_idxs``, parallel to the root's channels —
+    a Linear after Flatten maps one root channel to many input units).
+    """
+
+    root: str
+    size: int
+    producers: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+    consumer_idxs: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # short, for logs
+        return f"Group(root={self.root!r}, size={self.size}, producers={self.producers}, consumers={self.consumers})"
+
+
+def _first_input(example_input):
+    return as_batches(example_input)[0]
+
+
+def build_graph(model: nn.Module, example_input):
+    """Trace ``model`` once with Torch-Pruning (needs autograd, so it enables grad)."""
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, _first_input(example_input), verbose=False)
+    except Exception as exc:  # TP raises many types on models it cannot trace
+        raise SurgeryError(
+            f"could not trace the model's channel dependencies with Torch-Pruning ({exc}); "
+            "pass an example input of the right shape, or remove unsupported ops."
+        ) from exc
+    finally:
+        model.train(was_training)
+
+
+def _describe(dg, tp_group, names: dict) -> Group | None:
+    """Turn a Torch-Pruning group into our :class:`Group`, or None if it reaches the output."""
+    root_dep = tp_group[0].dep
+    root_mod = root_dep.target.module
+    producers: list[str] = []
+    consumers: list[str] = []
+    consumer_idxs: dict[str, list[list[int]]] = {}
+    for item in tp_group:
+        dep = item.dep
+        module = dep.target.module
+        is_out = dg.is_out_channel_pruning_fn(dep.handler)
+        if is_out and not dep.target.outputs:
+            return None  # this channel set is (part of) the model output
+        if not isinstance(module, nn.Module) or module not in names:
+            continue  # elementwise / reshape / concat placeholders of the tracer
+        name = names[module]
+        if is_out:
+            if name not in producers:
+                producers.append(name)
+        else:
+            consumers.append(name)
+            per_root: dict[int, list[int]] = {}
+            for idx, root_idx in zip(item.idxs, item.root_idxs):
+                per_root.setdefault(int(root_idx), []).append(int(idx))
+            size = dg.get_out_channels(root_mod)
+            consumer_idxs[name] = [per_root.get(r, []) for r in range(size)]
+    return Group(root=names[root_mod], size=int(dg.get_out_channels(root_mod)), producers=producers,
+                 consumers=consumers, consumer_idxs=consumer_idxs)
+
+
+def _all_groups(model: nn.Module, dg) -> list[Group]:
+    names = {m: n for n, m in model.named_modules()}
+    groups = []
+    for tp_group in dg.get_all_groups(root_module_types=ROOT_TYPES):
+        g = _describe(dg, tp_group, names)
+        if g is not None:
+            groups.append(g)
+    return groups
+
+
+def prunable_groups(model: nn.Module, example_input) -> list[Group]:
+    """The coupled channel sets of ``model`` that can be removed (output units excluded).
+
+    ``example_input``: one batch (or a list of batches; the first is traced) of the right shape.
+    """
+    return _all_groups(model, build_graph(model, example_input))
+
+
+def _group_of(groups: list[Group], name: str) -> Group:
+    for g in groups:
+        if name in g.producers:
+            return g
+    for g in groups:
+        if name in g.consumers:
+            raise SurgeryError(
+                f"{name!r} only receives channels of group {g.root!r}; name a layer whose OUTPUT "
+                f"channels you want removed (e.g. {g.root!r})."
+            )
+    raise SurgeryError(
+        f"{name!r} has no removable output channels (unknown module, the output layer, or not a "
+        "conv/linear root); list candidates with prunable_groups(model, example_input)."
+    )
+
+
+def _root_indices(model: nn.Module, dg, group: Group, name: str, idxs: Sequence[int]) -> set[int]:
+    """Map channel indices of producer ``name`` to the group's root indices."""
+    module = model.get_submodule(name)
+    size = dg.get_out_channels(module)
+    bad = [i for i in idxs if not 0 <= int(i) < size]
+    if bad:
+        raise SurgeryError(f"channel indices {bad[:5]} out of range for {name!r} ({size} channels); use 0..{size - 1}.")
+    if name == group.root:
+        return {int(i) for i in idxs}
+    root_mod = model.get_submodule(group.root)
+    pruner = dg.get_pruner_of_module(root_mod)
+    tp_group = dg.get_pruning_group(root_mod, pruner.prune_out_channels, list(range(group.size)))
+    for item in tp_group:
+        if item.dep.target.module is module and dg.is_out_channel_pruning_fn(item.dep.handler):
+            lookup = {int(i): int(r) for i, r in zip(item.idxs, item.root_idxs)}
+            return {lookup[int(i)] for i in idxs}
+    raise SurgeryError(f"could not map channels of {name!r} to its group root {group.root!r}; report this model.")
+
+
+class _ZeroInputChannels:
+    """Forward pre-hook zeroing given input channels: the reference a removal must reproduce."""
+
+    def __init__(self, idxs: list[int], dim: int):
+        self.idxs = torch.tensor(sorted(set(idxs)), dtype=torch.long)
+        self.dim = dim
+
+    def __call__(self, module, args):
+        x = args[0].clone()
+        x.index_fill_(self.dim, self.idxs, 0.0)
+        return (x,) + tuple(args[1:])
+
+
+def _masked_reference(model: nn.Module, plan: list[tuple[Group, set[int]]]) -> nn.Module | None:
+    """A copy of the original whose consumers see zeros at the removed channels (None if unmaskable)."""
+    ref = copy.deepcopy(model)
+    for group, roots in plan:
+        for name in group.consumers:
+            module = ref.get_submodule(name)
+            if not isinstance(module, MASKABLE_CONSUMERS):
+                return None
+            idxs = [i for r in roots for i in group.consumer_idxs[name][r]]
+            dim = -1 if isinstance(module, nn.Linear) else 1
+            module.register_forward_pre_hook(_ZeroInputChannels(idxs, dim))
+    return ref
+
+
+def remove_channels(
+    model: nn.Module,
+    channels: Mapping[str, Sequence[int]],
+    example_input,
+    *,
+    check: bool = True,
+    rtol: float = 1e-5,
+) -> nn.Module:
+    """Physically remove output channels/units and everything coupled to them.
+
+    ``channels`` maps a module name (a Conv/Linear, see :func:`prunable_groups`) to the indices
+    of its output channels to remove, in the original model's numbering. Works on a deep copy:
+    the given model is never modified; the smaller copy is returned.
+
+    With ``check`` the copy is compared with the original whose consumers see zeros at the
+    removed channels (exactly what removal means); a mismatch above ``rtol`` raises
+    :class:`SurgeryError`. Groups with consumers we cannot mask (not Conv/Linear) are removed
+    without that check (logged).
+    """
+    if not channels:
+        return copy.deepcopy(model)
+    work = copy.deepcopy(model)
+    dg = build_graph(work, example_input)
+    groups = _all_groups(work, dg)
+    merged: dict[str, tuple[Group, set[int]]] = {}
+    for name, idxs in channels.items():
+        group = _group_of(groups, name)
+        roots = _root_indices(work, dg, group, name, list(idxs))
+        if group.root in merged:
+            merged[group.root][1].update(roots)
+        else:
+            merged[group.root] = (group, roots)
+    for group, roots in merged.values():
+        if len(roots) >= group.size:
+            raise SurgeryError(
+                f"removing all {group.size} channels of group {group.root!r} would disconnect the model; "
+                "keep at least one channel (or remove the whole layer another way)."
+            )
+    plan = [(g, r) for g, r in merged.values() if r]
+    reference = _masked_reference(model, plan) if check else None
+    for group, roots in plan:
+        root_mod = work.get_submodule(group.root)
+        pruner = dg.get_pruner_of_module(root_mod)
+        tp_group = dg.get_pruning_group(root_mod, pruner.prune_out_channels, sorted(roots))
+        tp_group.prune()
+        log.debug("removed %d channels of group %s", len(roots), group.root)
+    if check:
+        if reference is None:
+            log.warning("remove_channels: a group has consumers that cannot be masked; equivalence not checked.")
+        else:
+            check_equivalence(reference, work, example_input, rtol=rtol, what="remove_channels")
+    return work

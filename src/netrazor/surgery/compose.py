@@ -1,0 +1,169 @@
+"""Exact algebra of linear layers: BN folding, linear∘linear, conv∘conv, residual merges.
+
+Pure functions on modules (no graph handling; see :mod:`netrazor.surgery.folding`). They compute
+in float64 and return new float32 (the input dtype) modules, so that folding itself adds no
+more rounding than one float32 cast. A composition that would not be exact raises
+:class:`NotExact` with the reason; the caller decides whether that is an error.
+
+Conv composition (2-D, dilation 1, zero padding): A (kA, stride sA, padding pA) followed by
+B (kB, stride sB, padding pB). The composed kernel is kA + (kB-1)·sA with stride sA·sB and
+padding pA — exact only when pB == 0: B's zero padding pads A's OUTPUT with zeros, whereas a
+composed conv would see A's response to padded input there (bias plus partial sums). So two
+3×3 convs with padding 1 (a ResNet branch) cannot be one exact 5×5 conv at the border ring;
+we refuse them rather than fold approximately.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class NotExact(Exception):
+    """A fold would change the outputs (the message says why)."""
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _check_plain_conv(c: nn.Module) -> None:
+    if type(c) is not nn.Conv2d:
+        raise NotExact(f"{type(c).__name__} is not a plain nn.Conv2d")
+    if c.padding_mode != "zeros" or _pair(c.dilation) != (1, 1) or isinstance(c.padding, str):
+        raise NotExact("only zero-padded, undilated convs with numeric padding are folded")
+
+
+def _bias(m: nn.Module, n: int) -> torch.Tensor:
+    return m.bias.detach().double() if m.bias is not None else torch.zeros(n, dtype=torch.float64)
+
+
+def dense_conv_weight(c: nn.Conv2d) -> torch.Tensor:
+    """The grouped weight as a dense [out, in, kh, kw] block-diagonal tensor (float64)."""
+    w = c.weight.detach().double()
+    if c.groups == 1:
+        return w
+    out, in_g = w.shape[0], w.shape[1]
+    out_g = out // c.groups
+    dense = torch.zeros(out, in_g * c.groups, *w.shape[2:], dtype=torch.float64)
+    for g in range(c.groups):
+        dense[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = w[g * out_g:(g + 1) * out_g]
+    return dense
+
+
+def _new_conv(weight: torch.Tensor, bias: torch.Tensor, stride, padding, dtype, groups: int = 1) -> nn.Conv2d:
+    out, in_g, kh, kw = weight.shape
+    conv = nn.Conv2d(in_g * groups, out, (kh, kw), stride=stride, padding=padding, groups=groups, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(weight.to(dtype))
+        conv.bias.copy_(bias.to(dtype))
+    return conv
+
+
+def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN in eval mode as y = x·scale + shift (float64)."""
+    if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or bn.running_mean is None:
+        raise NotExact("only BatchNorm with running statistics folds (eval-mode semantics)")
+    std = torch.sqrt(bn.running_var.double() + bn.eps)
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(std)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(std)
+    scale = gamma / std
+    return scale, beta - bn.running_mean.double() * scale
+
+
+def fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
+    """``bn(layer(x))`` as one Conv2d / Linear (exact in eval mode)."""
+    scale, shift = bn_scale_shift(bn)
+    dtype = layer.weight.dtype
+    if type(layer) is nn.Linear:
+        w = layer.weight.detach().double() * scale[:, None]
+        b = _bias(layer, w.shape[0]) * scale + shift
+        out = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            out.weight.copy_(w.to(dtype))
+            out.bias.copy_(b.to(dtype))
+        return out
+    _check_plain_conv(layer)
+    w = layer.weight.detach().double() * scale[:, None, None, None]
+    b = _bias(layer, w.shape[0]) * scale + shift
+    return _new_conv(w, b, layer.stride, layer.padding, dtype, groups=layer.groups)
+
+
+def compose_linear(a: nn.Linear, b: nn.Linear) -> nn.Linear:
+    """``b(a(x))`` as one Linear."""
+    wa, wb = a.weight.detach().double(), b.weight.detach().double()
+    w = wb @ wa
+    bias = wb @ _bias(a, wa.shape[0]) + _bias(b, wb.shape[0])
+    out = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        out.weight.copy_(w.to(a.weight.dtype))
+        out.bias.copy_(bias.to(a.weight.dtype))
+    return out
+
+
+def compose_conv(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:
+    """``b(a(x))`` as one Conv2d with kernel kA + (kB-1)·sA; raises NotExact if B pads."""
+    _check_plain_conv(a)
+    _check_plain_conv(b)
+    if _pair(b.padding) != (0, 0):
+        raise NotExact(
+            f"the second conv zero-pads its input (padding {_pair(b.padding)}): the composed conv "
+            "would differ on the border ring"
+        )
+    wa, wb = dense_conv_weight(a), dense_conv_weight(b)
+    (ka_h, ka_w), (kb_h, kb_w) = wa.shape[2:], wb.shape[2:]
+    sa, sb = _pair(a.stride), _pair(b.stride)
+    kh, kw = ka_h + (kb_h - 1) * sa[0], ka_w + (kb_w - 1) * sa[1]
+    w = torch.zeros(wb.shape[0], wa.shape[1], kh, kw, dtype=torch.float64)
+    for i in range(kb_h):  # each tap of B sees a copy of A's kernel, shifted by A's stride
+        for j in range(kb_w):
+            w[:, :, i * sa[0]:i * sa[0] + ka_h, j * sa[1]:j * sa[1] + ka_w] += torch.einsum(
+                "oc,cikl->oikl", wb[:, :, i, j], wa)
+    bias = _bias(b, wb.shape[0]) + wb.sum(dim=(2, 3)) @ _bias(a, wa.shape[0])
+    stride = (sa[0] * sb[0], sa[1] * sb[1])
+    return _new_conv(w, bias, stride, a.padding, a.weight.dtype)
+
+
+def _place(w_small: torch.Tensor, kernel: tuple[int, int], offset: tuple[int, int]) -> torch.Tensor:
+    kh, kw = w_small.shape[2:]
+    if offset[0] < 0 or offset[1] < 0 or offset[0] + kh > kernel[0] or offset[1] + kw > kernel[1]:
+        raise NotExact("the shortcut's taps do not fit inside the branch kernel")
+    full = torch.zeros(*w_small.shape[:2], *kernel, dtype=torch.float64)
+    full[:, :, offset[0]:offset[0] + kh, offset[1]:offset[1] + kw] = w_small
+    return full
+
+
+def merge_identity(c: nn.Conv2d) -> nn.Conv2d:
+    """``c(x) + x`` as one Conv2d: add a delta at the tap that reads the output's own position."""
+    _check_plain_conv(c)
+    k, p, s = _pair(c.kernel_size), _pair(c.padding), _pair(c.stride)
+    if s != (1, 1) or c.in_channels != c.out_channels or any(2 * p[d] != k[d] - 1 for d in (0, 1)):
+        raise NotExact("identity shortcut needs stride 1, in == out channels and 'same' padding")
+    w = dense_conv_weight(c)
+    n = w.shape[0]
+    w[torch.arange(n), torch.arange(n), p[0], p[1]] += 1.0
+    return _new_conv(w, _bias(c, n), c.stride, c.padding, c.weight.dtype)
+
+
+def merge_parallel(c: nn.Conv2d, d: nn.Conv2d) -> nn.Conv2d:
+    """``c(x) + d(x)`` (same input) as one Conv2d with c's kernel size; d's taps must fit in c's."""
+    _check_plain_conv(c)
+    _check_plain_conv(d)
+    if _pair(c.stride) != _pair(d.stride) or c.in_channels != d.in_channels or c.out_channels != d.out_channels:
+        raise NotExact("parallel convs differ in stride or channel counts")
+    kc, kd = _pair(c.kernel_size), _pair(d.kernel_size)
+    if kd[0] > kc[0] or kd[1] > kc[1]:
+        c, d = d, c
+        kc, kd = kd, kc
+    pc, pd = _pair(c.padding), _pair(d.padding)
+    # Output j of c reads input j·s - pc + u; of d reads j·s - pd + t: so tap t sits at u = t + pc - pd.
+    offset = (pc[0] - pd[0], pc[1] - pd[1])
+    w = dense_conv_weight(c) + _place(dense_conv_weight(d), kc, offset)
+    bias = _bias(c, w.shape[0]) + _bias(d, w.shape[0])
+    return _new_conv(w, bias, c.stride, c.padding, c.weight.dtype)
+
+
+def conv_macs(c: nn.Conv2d, out_hw: tuple[int, int]) -> int:
+    return int(c.weight.numel() * out_hw[0] * out_hw[1])
+
+

@@ -1,0 +1,276 @@
+"""Fold linear sections exactly: BN into conv/linear, linear∘linear, conv∘conv, residual adds.
+
+Works on the ``torch.fx`` graph of the model, so any fx-traceable ``nn.Module`` (Sequentials,
+residual blocks written with ``+``, concat blocks …) is handled, not only the zoo. The result is a
+``torch.fx.GraphModule`` whose submodules keep their original names where they survive.
+
+Rules, applied until none fires (each one exact in eval mode, see :mod:`compose`):
+- ``nn.Identity`` nodes (e.g. a rectifier replaced by :func:`replace_activation`) are dropped;
+- BatchNorm after a Conv2d / Linear is folded into it;
+- Linear → Linear becomes one Linear (declined if the middle is a bottleneck that would add params);
+- Conv2d → Conv2d becomes one conv with the enlarged kernel kA + (kB-1)·sA when the second conv
+  has no padding (otherwise refused: see :mod:`compose`); when the kernel grows, both forms are
+  timed on CPU at batch 1 and 64 and the faster is kept (``time_kernels``), and the report says which;
+- ``conv(x) + x`` and ``conv(x) + proj(x)`` (a residual whose branch became one conv, and its
+  identity or projection shortcut) become one conv (delta kernel / shortcut taps added).
+
+Limits: only plain ``nn.Conv2d`` (zero padding, dilation 1) and ``nn.Linear``, BN with running
+stats (eval semantics); modules called more than once are left alone; ops between two layers
+other than Identity (pooling, flatten, concat, activations) stop a section. Models fx cannot
+trace (data-dependent control flow) raise :class:`SurgeryError`. Requires models in eval mode
+semantics: the folded model computes what the original computes in ``eval()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import operator
+from collections import Counter
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from netrazor.errors import SurgeryError
+from netrazor.surgery import compose
+from netrazor.surgery.compose import NotExact
+from netrazor.surgery.equivalence import as_batches, check_equivalence
+from netrazor.surgery.timing import compare_forms
+
+log = logging.getLogger(__name__)
+
+_ADD = {operator.add, operator.iadd, torch.add}
+_WEIGHTED = (nn.Conv2d, nn.Linear)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises TraceError and others
+        raise SurgeryError(
+            f"torch.fx cannot trace this model ({type(exc).__name__}: {exc}); folding needs a "
+            "traceable forward (no data-dependent if/for) — fold the traceable submodules instead."
+        ) from exc
+
+
+def count_layers(model: nn.Module) -> dict:
+    """Weighted layers, BatchNorms and rectifiers of a model (for reports)."""
+    mods = list(model.modules())
+    return {
+        "weighted": sum(isinstance(m, _WEIGHTED) for m in mods),
+        "batchnorm": sum(isinstance(m, _BN) for m in mods),
+        "rectifiers": sum(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in mods),
+    }
+
+
+class _Folder:
+    def __init__(self, gm: fx.GraphModule, time_kernels: bool, repeats: int):
+        self.gm = gm
+        self.time_kernels = time_kernels
+        self.repeats = repeats
+        self.folds: list[dict] = []
+        self.refused: list[dict] = []
+        self.declined: set = set()
+        self.uses = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+
+    # -- helpers ---------------------------------------------------------------------------
+    def module(self, node, types=None):
+        if not isinstance(node, fx.Node) or node.op != "call_module":
+            return None
+        m = self.gm.get_submodule(node.target)
+        if types is not None and not isinstance(m, types):
+            return None
+        return m
+
+    def private(self, node) -> bool:
+        """The node's module is called once and its output has exactly one user."""
+        return self.uses[node.target] == 1 and len(node.users) == 1
+
+    def set_module(self, node, new: nn.Module) -> None:
+        self.gm.set_submodule(node.target, new)
+
+    def refuse(self, key, kind: str, at: list[str], reason: str) -> None:
+        self.declined.add(key)
+        self.refused.append({"kind": kind, "at": at, "reason": reason})
+
+    @staticmethod
+    def in_shape(node):
+        meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+        return tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
+
+    # -- rules -----------------------------------------------------------------------------
+    def drop_identity(self, node) -> bool:
+        if self.module(node, nn.Identity) is None:
+            return False
+        node.replace_all_uses_with(node.args[0])
+        self.gm.graph.erase_node(node)
+        return True
+
+    def fold_bn(self, node) -> bool:
+        bn = self.module(node, _BN)
+        if bn is None:
+            return False
+        prev = node.args[0]
+        layer = self.module(prev, _WEIGHTED)
+        if layer is None or not self.private(prev) or ("bn", node.target) in self.declined:
+            return False
+        try:
+            new = compose.fold_bn(layer, bn)
+        except NotExact as exc:
+            self.refuse(("bn", node.target), "bn", [prev.target, node.target], str(exc))
+            return False
+        self.set_module(prev, new)
+        node.replace_all_uses_with(prev)
+        self.gm.graph.erase_node(node)
+        self.folds.append({"kind": "bn", "into": prev.target, "from": [prev.target, node.target]})
+        return True
+
+    def fold_chain(self, node) -> bool:
+        b = self.module(node, _WEIGHTED)
+        prev = node.args[0] if node.args else None
+        a = self.module(prev, _WEIGHTED)
+        if b is None or a is None or type(a) is not type(b) or not self.private(prev):
+            return False
+        if self.uses[node.target] != 1:
+            return False
+        key = ("chain", prev.target, node.target)
+        if key in self.declined:
+            return False
+        at = [prev.target, node.target]
+        try:
+            new = compose.compose_linear(a, b) if isinstance(a, nn.Linear) else compose.compose_conv(a, b)
+        except NotExact as exc:
+            self.refuse(key, "conv" if isinstance(a, nn.Conv2d) else "linear", at, str(exc))
+            return False
+        record = {"kind": "linear" if isinstance(a, nn.Linear) else "conv", "into": node.target, "from": at}
+        n_before = a.weight.numel() + b.weight.numel()
+        if isinstance(a, nn.Linear):
+            if new.weight.numel() > n_before:
+                self.refuse(key, "linear", at, "declined: the composed linear would have more parameters")
+                return False
+        else:
+            record["kernel"] = list(new.kernel_size)
+            enlarged = max(new.kernel_size) > max(max(a.kernel_size), max(b.kernel_size))
+            shape = self.in_shape(prev.args[0])
+            if enlarged and self.time_kernels and shape is not None:
+                timing = compare_forms(nn.Sequential(a, b), new, shape, repeats=self.repeats)
+                record["timing"] = timing
+                record["kept"] = timing["keep"]
+            elif enlarged:
+                record["kept"] = "folded" if new.weight.numel() * new.stride[0] * new.stride[1] <= n_before else "unfolded"
+            else:
+                record["kept"] = "folded"
+            if record["kept"] == "unfolded":
+                self.declined.add(key)
+                self.folds.append(record)
+                return False
+        self.set_module(node, new)
+        node.args = (prev.args[0],) + tuple(node.args[1:])
+        self.gm.graph.erase_node(prev)
+        self.folds.append(record)
+        return True
+
+    def fold_add(self, node) -> bool:
+        if node.op != "call_function" or node.target not in _ADD or node.kwargs or len(node.args) != 2:
+            return False
+        p, q = node.args
+        if not (isinstance(p, fx.Node) and isinstance(q, fx.Node)):
+            return False
+        key = ("add", node.name)
+        if key in self.declined:
+            return False
+        for branch, other in ((p, q), (q, p)):
+            c = self.module(branch, nn.Conv2d)
+            if c is None or not self.private(branch):
+                continue
+            x = branch.args[0]
+            if other is x:
+                kind, at = "identity", [branch.target]
+                try:
+                    new = compose.merge_identity(c)
+                except NotExact as exc:
+                    self.refuse(key, kind, at, str(exc))
+                    return False
+                drop = None
+            else:
+                d = self.module(other, nn.Conv2d)
+                if d is None or not self.private(other) or other.args[0] is not x:
+                    continue
+                kind, at = "projection", [branch.target, other.target]
+                try:
+                    new = compose.merge_parallel(c, d)
+                except NotExact as exc:
+                    self.refuse(key, kind, at, str(exc))
+                    return False
+                drop = other
+            self.set_module(branch, new)
+            node.replace_all_uses_with(branch)
+            self.gm.graph.erase_node(node)
+            if drop is not None:
+                self.gm.graph.erase_node(drop)
+            self.folds.append({"kind": kind, "into": branch.target, "from": at})
+            return True
+        return False
+
+    def run(self) -> None:
+        rules = (self.drop_identity, self.fold_bn, self.fold_chain, self.fold_add)
+        changed = True
+        while changed:
+            changed = False
+            for node in list(self.gm.graph.nodes):
+                if any(rule(node) for rule in rules):
+                    changed = True
+                    break
+
+
+def fold_linear_sections(
+    model: nn.Module,
+    example_input,
+    *,
+    rtol: float = 1e-5,
+    time_kernels: bool = True,
+    timing_repeats: int = 15,
+    strict: bool = False,
+) -> tuple[nn.Module, dict]:
+    """Fold every linear section of ``model`` into fewer ops, exactly; returns ``(model, report)``.
+
+    The given model is not modified; on success a new ``torch.fx.GraphModule`` is returned
+    (or the given model itself when nothing could be folded). Linearise rectifiers first with
+    :func:`replace_activation`. ``report``: ``folds`` (kind, into, from, kernel, timing, kept),
+    ``refused`` (kind, at, reason), ``layers_before`` / ``layers_after`` and ``max_rel_error``.
+
+    Knobs: ``time_kernels`` — time enlarged-kernel folds against the two-conv form and keep the
+    faster (else keep the fold when it has fewer MACs); ``strict`` — raise SurgeryError when any
+    section that could be folded is refused (inexact padding, shared module …) instead of keeping
+    it unfolded; ``rtol`` of the final equivalence check (on ``example_input`` and random inputs).
+    """
+    batches = as_batches(example_input)
+    gm = trace(copy.deepcopy(model).eval())
+    try:
+        ShapeProp(gm).propagate(batches[0][:1])
+    except Exception as exc:
+        raise SurgeryError(f"could not run the traced model on the example input ({exc}); check its shape.") from exc
+    folder = _Folder(gm, time_kernels, timing_repeats)
+    folder.run()
+    real_refusals = [r for r in folder.refused if not r["reason"].startswith("declined")]
+    if strict and real_refusals:
+        raise SurgeryError(
+            f"{len(real_refusals)} linear section(s) cannot be folded exactly, first: "
+            f"{real_refusals[0]['at']}: {real_refusals[0]['reason']}; use strict=False to keep them unfolded."
+        )
+    report = {"folds": folder.folds, "refused": folder.refused, "layers_before": count_layers(model)}
+    applied = [f for f in folder.folds if f.get("kept", "folded") == "folded"]
+    if not applied:
+        report.update(layers_after=report["layers_before"], max_rel_error=0.0)
+        return model, report
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    gm.train(model.training)
+    report["max_rel_error"] = check_equivalence(model, gm, batches, rtol=rtol, what="fold_linear_sections")
+    report["layers_after"] = count_layers(gm)
+    log.info("fold_linear_sections: %d folds, %d refused", len(applied), len(folder.refused))
+    return gm, report

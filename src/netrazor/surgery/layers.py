@@ -1,0 +1,91 @@
+"""Whitelisted layer types as data: ``module -> {"type", "args"}`` and back, no pickle.
+
+Only the layers listed here can appear in a saved architecture; their constructor arguments are
+read from the module's attributes. netrazor's own parameter-free helpers (``PadShortcut`` of the
+ResNet zoo) are included when the zoo is importable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from netrazor.errors import CheckpointError
+
+
+def _t(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _conv(m) -> dict:
+    return {"in_channels": m.in_channels, "out_channels": m.out_channels, "kernel_size": _t(m.kernel_size),
+            "stride": _t(m.stride), "padding": _t(m.padding), "dilation": _t(m.dilation), "groups": m.groups,
+            "bias": m.bias is not None, "padding_mode": m.padding_mode}
+
+
+def _bn(m) -> dict:
+    return {"num_features": m.num_features, "eps": m.eps, "momentum": m.momentum, "affine": m.affine,
+            "track_running_stats": m.track_running_stats}
+
+
+def _pool(m, keys) -> dict:
+    return {k: _t(getattr(m, k)) for k in keys}
+
+
+EXTRACT: dict[str, tuple[type, Callable[[nn.Module], dict]]] = {
+    "Conv1d": (nn.Conv1d, _conv),
+    "Conv2d": (nn.Conv2d, _conv),
+    "Linear": (nn.Linear, lambda m: {"in_features": m.in_features, "out_features": m.out_features,
+                                     "bias": m.bias is not None}),
+    "BatchNorm1d": (nn.BatchNorm1d, _bn),
+    "BatchNorm2d": (nn.BatchNorm2d, _bn),
+    "ReLU": (nn.ReLU, lambda m: {"inplace": m.inplace}),
+    "ReLU6": (nn.ReLU6, lambda m: {"inplace": m.inplace}),
+    "LeakyReLU": (nn.LeakyReLU, lambda m: {"negative_slope": m.negative_slope, "inplace": m.inplace}),
+    "Sigmoid": (nn.Sigmoid, lambda m: {}),
+    "Tanh": (nn.Tanh, lambda m: {}),
+    "Identity": (nn.Identity, lambda m: {}),
+    "Flatten": (nn.Flatten, lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim}),
+    "Dropout": (nn.Dropout, lambda m: {"p": m.p, "inplace": m.inplace}),
+    "MaxPool2d": (nn.MaxPool2d, lambda m: _pool(m, ("kernel_size", "stride", "padding", "dilation", "ceil_mode"))),
+    "AvgPool2d": (nn.AvgPool2d, lambda m: _pool(m, ("kernel_size", "stride", "padding", "ceil_mode",
+                                                    "count_include_pad"))),
+    "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, lambda m: {"output_size": _t(m.output_size)}),
+    "Sequential": (nn.Sequential, lambda m: {}),
+}
+
+try:  # netrazor's own parameter-free block helpers
+    from netrazor.models.resnet import PadShortcut
+
+    EXTRACT["PadShortcut"] = (PadShortcut, lambda m: {"in_channels": m.in_channels,
+                                                      "out_channels": m.out_channels, "stride": m.stride})
+except ImportError:  # the zoo is optional for surgery
+    pass
+
+
+class Unsupported(Exception):
+    """A module or op that cannot be written as data."""
+
+
+def layer_record(module: nn.Module) -> dict[str, Any]:
+    """``{"type": name, "args": {...}}`` of a whitelisted layer; raises Unsupported otherwise."""
+    for name, (cls, extract) in EXTRACT.items():
+        if type(module) is cls:
+            return {"type": name, "args": extract(module)}
+    raise Unsupported(f"{type(module).__module__}.{type(module).__name__}")
+
+
+def build_layer(record: dict) -> nn.Module:
+    """Inverse of :func:`layer_record` (fresh parameters; weights are loaded afterwards)."""
+    if not isinstance(record, dict) or record.get("type") not in EXTRACT or not isinstance(record.get("args"), dict):
+        raise CheckpointError(
+            f"layer record {str(record)[:120]!r} is not one of the whitelisted layers "
+            f"({', '.join(EXTRACT)}); the file is corrupt or from a newer netrazor."
+        )
+    cls, _ = EXTRACT[record["type"]]
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in record["args"].items()}
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot build {record['type']} with {record['args']} ({exc}); the file is corrupt.") from exc

@@ -1,0 +1,217 @@
+"""Save / load any model without pickle: ``X.safetensors`` (weights) + ``X.json`` (architecture).
+
+Three architecture kinds, tried in this order by :func:`save_model`:
+
+``zoo``    a model built by ``netrazor.models`` (it carries ``netrazor_spec``) whose module tree
+           still matches the zoo's, possibly with re-shaped or swapped leaf layers (pruned
+           channels, a ReLU replaced by Identity, a bias added by constant folding). The JSON
+           holds the zoo spec plus ``changed``: ``{module name: {"type", "args"}}`` for every
+           leaf that differs from a fresh build. Loading rebuilds from the spec, re-creates the
+           changed leaves from their constructor args, then loads the weights.
+``graph``  any fx-traceable model made of whitelisted layers (:mod:`layers`) and whitelisted
+           functions (:mod:`graph_spec`), e.g. the GraphModule from ``fold_linear_sections``.
+``export`` anything else, through ``torch.export``: ``X.pt2`` from ``torch.export.save``.
+           RISK: that archive stores its weights with ``torch.save`` and ``torch.export.load``
+           falls back to ``torch.load(weights_only=False)`` — pickle. So :func:`load_model` refuses
+           it unless ``trust_export=True`` (only for files you wrote yourself); the weights are
+           also in the safetensors file and are loaded from there.
+
+Every kind stores ``tensors`` ({name: shape}); a weights file that does not match the
+architecture raises :class:`CheckpointError` naming the first differences. The plain zoo format
+of ``netrazor.models.save_model`` ("netrazor-model") is read too, so one loader serves both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from netrazor.errors import CheckpointError, SurgeryError
+from netrazor.io import load_tensors, read_json, save_tensors, write_json
+from netrazor.surgery.graph_spec import graph_to_spec, spec_to_graph_module
+from netrazor.surgery.layers import Unsupported, build_layer, layer_record
+
+log = logging.getLogger(__name__)
+
+FORMAT = "netrazor-surgery-model"
+VERSION = 1
+ZOO_FORMAT = "netrazor-model"  # netrazor.models.io
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``X``, ``X.safetensors`` or ``X.json`` -> ``(X.safetensors, X.json)`` (as netrazor.models.io)."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json", ".pt2"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def _zoo_changes(model: nn.Module) -> dict | None:
+    """``{"spec", "changed"}`` if ``model`` is a zoo model with only leaf layers changed, else None."""
+    spec = getattr(model, "netrazor_spec", None)
+    if not isinstance(spec, dict) or isinstance(model, fx.GraphModule):
+        return None
+    from netrazor.models import model_from_spec
+
+    fresh = model_from_spec(spec)
+    ours = dict(model.named_modules())
+    theirs = dict(fresh.named_modules())
+    if set(ours) != set(theirs):
+        return None
+    changed = {}
+    for name, module in ours.items():
+        ref = theirs[name]
+        leaf = not list(module.children())
+        if not leaf or list(ref.children()):
+            if type(module) is not type(ref) or bool(list(ref.children())) != (not leaf):
+                return None
+            continue
+        try:
+            rec = layer_record(module)
+        except Unsupported:
+            if type(module) is not type(ref):
+                return None
+            continue  # an unchanged non-whitelisted leaf of the zoo is rebuilt by the zoo itself
+        try:
+            same = layer_record(ref) == rec
+        except Unsupported:
+            same = False
+        if not same:
+            changed[name] = rec
+    return {"spec": spec, "changed": changed}
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor | None = None,
+               extra: dict[str, Any] | None = None) -> dict:
+    """Write ``path.safetensors`` + ``path.json`` (+ ``path.pt2`` for kind ``export``).
+
+    ``example_input`` is needed only when the model falls back to ``torch.export``. Returns the
+    JSON header written (``kind`` says which architecture form was used).
+    """
+    weights_path, meta_path = checkpoint_paths(path)
+    state = {k: v for k, v in model.state_dict().items()}
+    header: dict[str, Any] = {"format": FORMAT, "version": VERSION,
+                              "tensors": {k: list(v.shape) for k, v in state.items()}, "extra": extra or {}}
+    shape = _input_shape(model, example_input)
+    if shape is not None:
+        header["input_shape"] = shape
+    zoo = _zoo_changes(model)
+    if zoo is not None:
+        header.update(kind="zoo", **zoo)
+    else:
+        try:
+            header.update(kind="graph", graph=graph_to_spec(model))
+        except Unsupported as exc:
+            reason = str(exc)
+        except Exception as exc:  # fx trace errors
+            reason = f"fx cannot trace it ({type(exc).__name__})"
+        else:
+            reason = None
+        if reason is not None:
+            if example_input is None:
+                raise SurgeryError(
+                    f"this model cannot be saved as data ({reason}); pass example_input= so it can be "
+                    "saved through torch.export instead."
+                )
+            log.warning("saving through torch.export (%s); loading it needs trust_export=True", reason)
+            program = torch.export.export(model.eval(), (example_input,))
+            pt2 = weights_path.with_suffix(".pt2")
+            from netrazor.io import atomic_path
+
+            with atomic_path(pt2) as tmp:
+                torch.export.save(program, str(tmp))
+            header.update(kind="export", program=pt2.name)
+    save_tensors(weights_path, state, metadata={"format": FORMAT, "version": str(VERSION)})
+    write_json(meta_path, header)
+    return header
+
+
+def _input_shape(model: nn.Module, example_input) -> list[int] | None:
+    if example_input is not None:
+        return [int(s) for s in example_input.shape[1:]]
+    kwargs = (getattr(model, "netrazor_spec", None) or {}).get("kwargs", {})
+    if isinstance(kwargs.get("in_channels"), int) and isinstance(kwargs.get("input_size"), (list, tuple)):
+        return [kwargs["in_channels"], *kwargs["input_size"]]
+    return None
+
+
+def stored_input_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The input shape (without batch) a checkpoint records, or None."""
+    header = read_json(checkpoint_paths(path)[1])
+    shape = header.get("input_shape") if isinstance(header, dict) else None
+    if shape is None and isinstance(header, dict) and isinstance(header.get("spec"), dict):
+        kwargs = header["spec"].get("kwargs", {})
+        if isinstance(kwargs.get("in_channels"), int) and isinstance(kwargs.get("input_size"), list):
+            shape = [kwargs["in_channels"], *kwargs["input_size"]]
+    return tuple(int(s) for s in shape) if shape else None
+
+
+def _check_tensors(tensors: dict, expected: dict, weights_path: Path, meta_path: Path) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights_path} does not match the architecture in {meta_path}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}; the two files come from different models — save them together again."
+        )
+    for key, ref in expected.items():
+        if tuple(tensors[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{weights_path}: tensor {key!r} has shape {tuple(tensors[key].shape)} but the architecture in "
+                f"{meta_path} needs {tuple(ref.shape)}; the weights belong to another model — re-save it."
+            )
+
+
+def load_model(path: str | os.PathLike, *, trust_export: bool = False) -> nn.Module:
+    """Rebuild a model saved by :func:`save_model` (or ``netrazor.models.save_model``), in eval mode."""
+    weights_path, meta_path = checkpoint_paths(path)
+    header = read_json(meta_path)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{meta_path} is not a netrazor model header; re-save the model.")
+    if header.get("format") == ZOO_FORMAT:
+        from netrazor.models import load_model as load_zoo
+
+        return load_zoo(path).eval()
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not a netrazor model (format {header.get('format')!r}); re-save it.")
+    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
+        raise CheckpointError(f"{meta_path} has version {header.get('version')!r}; this netrazor reads {VERSION} — upgrade.")
+    tensors, _ = load_tensors(weights_path)
+    kind = header.get("kind")
+    if kind == "zoo":
+        from netrazor.errors import ModelError
+        from netrazor.models import model_from_spec
+
+        try:
+            model = model_from_spec(header["spec"])
+        except (ModelError, KeyError) as exc:
+            raise CheckpointError(f"{meta_path}: the zoo cannot build its spec ({exc}); the file is corrupt.") from exc
+        for name, record in header.get("changed", {}).items():
+            try:
+                model.get_submodule(name)
+            except AttributeError as exc:
+                raise CheckpointError(f"{meta_path}: changed layer {name!r} is not in the model; the file is corrupt.") from exc
+            model.set_submodule(name, build_layer(record))
+        model.netrazor_spec = header["spec"]
+    elif kind == "graph":
+        model = spec_to_graph_module(header.get("graph"), tensors)
+    elif kind == "export":
+        if not trust_export:
+            raise CheckpointError(
+                f"{meta_path} holds a torch.export program; torch.export.load may unpickle data (code "
+                "execution risk). Load it only if you wrote it: load_model(path, trust_export=True)."
+            )
+        program = torch.export.load(str(meta_path.with_name(header["program"])))
+        model = program.module()
+    else:
+        raise CheckpointError(f"{meta_path} has unknown kind {kind!r}; the file is corrupt or from a newer netrazor.")
+    _check_tensors(tensors, model.state_dict(), weights_path, meta_path)
+    model.load_state_dict(tensors, strict=True)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
