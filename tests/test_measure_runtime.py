@@ -128,3 +128,18 @@ def test_cli_measure_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["measure", str(tmp_path / "nothing")]) == 2
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long paths
     assert "nothing.json does not exist" in err
+
+
+def test_cli_measure_reads_surgery_altered_models(tmp_path, capsys):
+    surgery = pytest.importorskip("netrazor.surgery")
+    if not hasattr(surgery, "save_model"):
+        pytest.skip("netrazor.surgery.save_model is not there yet (surgery area)")
+    from netrazor.cli import main
+
+    model = build_model("lenet5", num_classes=4, input_size=16)
+    # A narrower hidden layer than the zoo spec says: the plain zoo loader must not be used.
+    model.fc1, model.fc2 = nn.Linear(50, 30), nn.Linear(30, 4)
+    surgery.save_model(model, tmp_path / "narrow")
+    assert main(["measure", str(tmp_path / "narrow"), "--no-latency", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["params"] == sum(p.numel() for p in model.parameters())

@@ -76,6 +76,11 @@ def test_corrupt_or_missing_json_raise_checkpoint_error(tmp_path):
     meta.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(CheckpointError, match="no model spec"):
         load_model(tmp_path / "m")
+    # Same spec key but another format (surgery's altered models): rebuilding from the spec alone
+    # would silently undo the changes, so the zoo loader refuses and names the right loader.
+    meta.write_text(json.dumps({"format": "netrazor-surgery-model", "spec": json.loads(text)["spec"]}))
+    with pytest.raises(CheckpointError, match="surgery.load_model"):
+        load_model(tmp_path / "m")
     meta.write_text(json.dumps({"spec": {"name": "resnet99", "kwargs": {}}}))
     with pytest.raises(CheckpointError, match="cannot build"):
         load_model(tmp_path / "m")

@@ -66,6 +66,14 @@ def read_checkpoint_json(path: str | os.PathLike) -> dict:
             f"{meta_path} has no model spec; it is not a netrazor zoo checkpoint — save it with "
             "netrazor.models.save_model (or netrazor.surgery.save_model for altered architectures)."
         )
+    fmt = meta.get("format", FORMAT)
+    if fmt != FORMAT:
+        # e.g. "netrazor-surgery-model": same spec key, but leaves changed after the zoo built them;
+        # rebuilding from the spec alone would silently undo those changes.
+        raise CheckpointError(
+            f"{meta_path} is a {fmt!r} file, not a plain zoo checkpoint; load it with "
+            "netrazor.surgery.load_model (it reads both formats)."
+        )
     version = meta.get("version", VERSION)
     if not isinstance(version, int) or version > VERSION:
         raise CheckpointError(f"{meta_path} has format version {version!r}; this netrazor reads up to {VERSION} — upgrade netrazor.")
