@@ -47,6 +47,7 @@ class QuantizationAwareCallback(_CallbackBase):  # type: ignore[misc,valid-type]
         self._masks: dict[str, torch.Tensor] = {}
         self._quant: dict[str, Quantized] = {}
         self._quantized_now = False
+        self._pending: dict[str, torch.Tensor] = {}
 
     # -- helpers ---------------------------------------------------------------------------
     def attach(self, model: nn.Module) -> None:
@@ -56,8 +57,13 @@ class QuantizationAwareCallback(_CallbackBase):  # type: ignore[misc,valid-type]
         self._layers = {n: mods[n] for n in self._resolved}
         with torch.no_grad():
             for name, module in self._layers.items():
-                self._shadow[name] = module.weight.data.clone()
-                self._masks[name] = module.weight.data != 0
+                # on resume the float shadow comes from the checkpoint, not the (quantised) weights
+                start = self._pending.get(name)
+                if start is None or tuple(start.shape) != tuple(module.weight.shape):
+                    start = module.weight.data
+                self._shadow[name] = start.detach().to(module.weight.device, module.weight.dtype).clone()
+                self._masks[name] = self._shadow[name] != 0
+        self._pending = {}
         self._quantize()
 
     def _quantize(self) -> None:
@@ -110,14 +116,20 @@ class QuantizationAwareCallback(_CallbackBase):  # type: ignore[misc,valid-type]
             self._quantize()
 
     def state_dict(self) -> dict:
-        # The float shadow is not saved (JSON state); a resumed run restarts from the quantised weights.
-        return {"bits": dict(self._resolved), "method": self.method, "per_channel": self.per_channel}
+        # the float shadow weights are what training updates: a resume must continue from them
+        return {
+            "bits": dict(self._resolved),
+            "method": self.method,
+            "per_channel": self.per_channel,
+            "shadow": {n: t.detach().cpu().clone() for n, t in self._shadow.items()},
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.method = d.get("method", self.method)
         self.per_channel = d.get("per_channel", self.per_channel)
         if d.get("bits"):
             self.bits = dict(d["bits"])
+        self._pending = dict(d.get("shadow") or {})
 
     @property
     def quantized(self) -> dict[str, Quantized]:

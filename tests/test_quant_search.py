@@ -1,0 +1,163 @@
+"""Per-layer bit search, greedy allocation under a budget, and quantisation-aware fine-tuning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from netrazor.errors import ConfigError
+from netrazor.quant import QuantizationAwareCallback, allocate_bits, quantize_model, search_bits
+from netrazor.quant.search import layer_bit_cost
+
+
+def _mlp(seed: int = 0, density: float = 0.5) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 5))
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0, 0.3, generator=g)
+                m.weight.mul_((torch.rand(m.weight.shape, generator=g) < density).float())
+    return model
+
+
+def _divergence_fn(teacher: nn.Module):
+    """Mean squared difference of outputs on a fixed batch: lower is better, 0 for the teacher."""
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = teacher(x)
+
+    def eval_fn(model: nn.Module) -> float:
+        with torch.no_grad():
+            return float(((model(x) - ref) ** 2).mean())
+
+    return eval_fn
+
+
+def test_search_bits_picks_fewest_bits_within_tolerance_per_layer():
+    model = _mlp()
+    eval_fn = _divergence_fn(model)
+    tol = 2e-3
+    single = search_bits(model, eval_fn, tol, method="kmeans", joint_fix=False)
+    ev = single.evals
+    assert ev["baseline"] == pytest.approx(0.0, abs=1e-12)
+    for name, b in single.bits.items():
+        curve = {int(k): v for k, v in ev["curves"][name].items()}
+        assert curve[b] <= ev["threshold"] or b == 8
+        # minimal: the next narrower width was tried and failed (or b is already 1)
+        assert b == 1 or curve[b - 1] > ev["threshold"]
+    assert any(b < 8 for b in single.bits.values())
+    result = search_bits(model, eval_fn, tol, method="kmeans")
+    ev = result.evals
+    assert ev["joint"] <= ev["threshold"]  # joint_fix made the whole model fit
+    assert all(result.bits[n] >= single.bits[n] for n in single.bits)
+    assert ev["joint"] == pytest.approx(eval_fn(result.model))
+    # the original model is untouched; the copy is quantised to the chosen widths
+    assert eval_fn(model) == 0.0
+    for name, b in result.bits.items():
+        w = dict(result.model.named_modules())[name].weight
+        assert torch.unique(w[w != 0]).numel() <= 2**b
+
+
+def test_looser_tolerance_never_needs_more_bits():
+    model = _mlp(seed=3)
+    eval_fn = _divergence_fn(model)
+    tight = search_bits(model, eval_fn, 1e-4, method="uniform", joint_fix=False)
+    loose = search_bits(model, eval_fn, 1e-1, method="uniform", joint_fix=False)
+    assert all(loose.bits[n] <= tight.bits[n] for n in tight.bits)
+    assert sum(loose.bits.values()) < sum(tight.bits.values())
+
+
+def test_allocate_bits_meets_budget_and_spares_the_sensitive_layer():
+    model = _mlp(seed=4, density=1.0)
+    with torch.no_grad():
+        model[5].weight.mul_(1e-3)  # the last layer barely matters → it should lose bits first
+    eval_fn = _divergence_fn(model)
+    nnz = {"1": 64 * 48, "3": 48 * 32, "5": 32 * 5}
+    full = sum(layer_bit_cost(n, 8, "kmeans") for n in nnz.values())
+    budget = full - 5 * 32 * 6  # saving enough only requires squeezing cheap layers a little
+    result = allocate_bits(model, eval_fn, budget)
+    assert result.evals["total_bits"] <= budget
+    assert result.bits["5"] < 8
+    assert result.bits["5"] <= result.bits["1"]
+    tighter = allocate_bits(model, eval_fn, sum(layer_bit_cost(n, 3, "kmeans") for n in nnz.values()))
+    assert sum(tighter.bits.values()) < sum(result.bits.values())
+    assert tighter.evals["joint"] >= result.evals["joint"]
+    with pytest.raises(ConfigError):
+        allocate_bits(model, eval_fn, 10)
+
+
+def test_quantize_model_with_dict_leaves_other_layers_float_and_rejects_unknown():
+    model = _mlp()
+    res = quantize_model(model, {"1": 2}, method="uniform", per_channel=True)
+    assert torch.equal(res.model[3].weight, model[3].weight)
+    w = res.model[1].weight
+    for row in w:
+        assert torch.unique(row[row != 0]).numel() <= 4
+    d = res.to_dict()
+    assert d["bits"] == {"1": 2} and d["per_channel"] is True
+    with pytest.raises(ConfigError):
+        quantize_model(model, {"nope": 2})
+
+
+def _fake_trainer(model):
+    class T:
+        pass
+
+    t = T()
+    t.model = model
+    t.optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    return t
+
+
+def test_qat_callback_straight_through_updates_float_shadow_and_keeps_zeros():
+    """Drive the hooks in the Trainer's documented order (netrazor.train.callbacks)."""
+    torch.manual_seed(0)
+    model = _mlp(density=0.4)
+    masks = {n: (dict(model.named_modules())[n].weight != 0).clone() for n in ("1", "3", "5")}
+    trainer = _fake_trainer(model)
+    cb = QuantizationAwareCallback(bits=2, method="kmeans")
+    cb.on_train_start(trainer)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 5, (32,))
+    shadow0 = cb.state_dict()["shadow"]["1"].clone()
+    losses = []
+    for step in range(30):
+        trainer.optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        cb.on_after_backward(trainer)
+        trainer.optimizer.step()
+        cb.on_step_end(trainer, step, loss.item())
+        losses.append(loss.item())
+    cb.on_train_end(trainer)
+    assert losses[-1] < losses[0]
+    assert not torch.equal(cb.state_dict()["shadow"]["1"], shadow0)  # the float copy learned
+    for name, mask in masks.items():
+        w = dict(model.named_modules())[name].weight
+        assert torch.equal(w != 0, mask)  # pruned stay pruned despite momentum and decay
+        assert torch.unique(w[w != 0]).numel() <= 4  # the model holds quantised weights
+
+
+def test_qat_callback_with_the_real_trainer_and_resume_state():
+    train = pytest.importorskip("netrazor.train")
+    from netrazor.data import make_synthetic
+
+    data = make_synthetic(n_train=256, n_val=64, n_test=64, num_classes=4, shape=(1, 8, 8), seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    with torch.no_grad():
+        model[1].weight.mul_((torch.rand_like(model[1].weight) < 0.5).float())
+    mask = model[1].weight != 0
+    cb = QuantizationAwareCallback(bits={"1": 3, "3": 2}, method="uniform")
+    config = train.TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="constant")
+    history = train.Trainer(model, data, config, callbacks=[cb]).fit()
+    assert len(history) == 2
+    assert torch.equal(model[1].weight != 0, mask)
+    assert torch.unique(model[1].weight[mask]).numel() <= 8
+    assert torch.unique(model[3].weight[model[3].weight != 0]).numel() <= 4
+    state = cb.state_dict()
+    fresh = QuantizationAwareCallback(bits=1)
+    fresh.load_state_dict(state)
+    fresh.on_train_start(_fake_trainer(model))
+    assert torch.equal(fresh.state_dict()["shadow"]["1"], state["shadow"]["1"])  # resumes from the shadow
