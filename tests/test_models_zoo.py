@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from netrazor.errors import ModelError
@@ -204,3 +206,21 @@ def test_spec_is_a_copy():
 def test_bad_arguments_raise_model_error(call, match):
     with pytest.raises(ModelError, match=match):
         call()
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    name=st.sampled_from(["lenet300", "lenet5", "resnet20", "vgg11", "mobilenetv2"]),
+    classes=st.integers(1, 20),
+    channels=st.integers(1, 4),
+    size=st.integers(16, 36),
+    width=st.floats(0.05, 1.0),
+    depth=st.floats(0.1, 1.0),
+)
+def test_any_shape_and_multiplier_builds_and_round_trips(name, classes, channels, size, width, depth):
+    model = build_model(name, num_classes=classes, in_channels=channels, input_size=size,
+                        width_mult=width, depth_mult=depth).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, channels, size, size)).shape == (1, classes)
+    rebuilt = model_from_spec(json.loads(json.dumps(model_spec(model))))
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
