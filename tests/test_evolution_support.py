@@ -29,7 +29,7 @@ class StandInAdapter(Adapter):
 
     def train(self, model, epochs=None, callbacks=(), loss_fn=None, run_dir=None, resume=False, **overrides):
         epochs = 1 if epochs is None else epochs
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+        opt = torch.optim.SGD(model.parameters(), lr=overrides.get("lr", 0.05), momentum=0.9, weight_decay=1e-4)
         g = torch.Generator().manual_seed(0)
         history = []
         for cb in callbacks:
@@ -51,8 +51,8 @@ class StandInAdapter(Adapter):
                     cb.on_after_backward(self)
                 opt.step()
                 for cb in callbacks:
-                    cb.on_step_end(self, start, float(loss))
-            history.append({"epoch": epoch, "train_loss": float(loss)})
+                    cb.on_step_end(self, start, float(loss.detach()))
+            history.append({"epoch": epoch, "train_loss": float(loss.detach())})
         for cb in callbacks:
             cb.on_train_end(self)
         model.eval()

@@ -47,7 +47,7 @@ def global_magnitude_masks(model: nn.Module, sparsity: float, layers: Sequence[s
 
 def global_magnitude_prune(model: nn.Module, sparsity: float, layers: Sequence[str] | None = None, *,
                            adapter: Any = None, finetune_epochs: int = 0, distill: bool = False,
-                           temperature: float = 4.0) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+                           temperature: float = 4.0, lr: float | None = None) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Prune ``model`` in place; optionally fine-tune it ``finetune_epochs`` epochs through
     ``adapter.train`` (cross-entropy, or distillation from a copy of the unpruned model when
     ``distill``). Returns ``(model, masks)``."""
@@ -59,7 +59,7 @@ def global_magnitude_prune(model: nn.Module, sparsity: float, layers: Sequence[s
         if adapter is None:
             raise ConfigError("finetune_epochs > 0 needs an adapter (netrazor.methods.base.Adapter) to train with.")
         loss_fn = distill_loss_fn(teacher, temperature) if teacher is not None else None
-        finetune_with_masks(adapter, model, masks, finetune_epochs, loss_fn)
+        finetune_with_masks(adapter, model, masks, finetune_epochs, loss_fn, lr)
         model.eval()
     return model, masks
 
@@ -73,13 +73,14 @@ class MagnitudePruning:
     finetune_epochs: int = 0
     distill: bool = False
     temperature: float = 4.0
+    finetune_lr: float | None = None
 
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict]:
         started = time.perf_counter()
         pruned = copy.deepcopy(model)
         pruned, masks = global_magnitude_prune(pruned, self.sparsity, self.layers, adapter=adapter,
                                                finetune_epochs=self.finetune_epochs, distill=self.distill,
-                                               temperature=self.temperature)
+                                               temperature=self.temperature, lr=self.finetune_lr)
         total = sum(m.numel() for m in masks.values())
         record = {
             "method": "magnitude",

@@ -1,7 +1,7 @@
 """The short distillation fine-tune between DE cycles, run through the common training loop.
 
-loss = T² · KL(teacher_T ‖ student_T) + ce_weight · CE(student, y)   (Hinton et al. 2015; the T²
-keeps gradient magnitudes comparable across temperatures). The teacher is frozen and in eval mode.
+loss = ``netrazor.train.distillation_loss``: alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · CE
+(Hinton et al. 2015). ``alpha = 1`` is pure distillation. The teacher is frozen and in eval mode.
 """
 
 from __future__ import annotations
@@ -9,33 +9,29 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from netrazor.methods.evolution.masks import MaskKeeper
 
 
-def distill_loss_fn(teacher: nn.Module, temperature: float = 4.0, ce_weight: float = 0.0):
+def distill_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 1.0):
     """A ``loss_fn(model, x, y) -> (loss, logits)`` for ``Trainer`` / ``Adapter.train``."""
+    from netrazor.train import distillation_loss
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         logits = model(x)
         with torch.no_grad():
             t_logits = teacher(x)
-        t = temperature
-        kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(t_logits / t, dim=1),
-                      reduction="batchmean", log_target=True)
-        loss = (t * t) * kl
-        if ce_weight:
-            loss = loss + ce_weight * F.cross_entropy(logits, y)
-        return loss, logits
+        return distillation_loss(logits, t_logits, y, temperature=temperature, alpha=alpha), logits
 
     return loss_fn
 
 
 def finetune_with_masks(adapter: Any, model: nn.Module, masks: dict[str, torch.Tensor], epochs: int,
-                        loss_fn=None) -> list[dict]:
-    """``adapter.train`` for ``epochs`` epochs while pruned weights stay exactly zero."""
+                        loss_fn=None, lr: float | None = None) -> list[dict]:
+    """``adapter.train`` for ``epochs`` epochs while pruned weights stay exactly zero
+    (``lr`` overrides the recipe's learning rate: fine-tuning usually wants a smaller one)."""
     if epochs <= 0:
         return []
-    return adapter.train(model, epochs=epochs, callbacks=[MaskKeeper(model, masks)], loss_fn=loss_fn)
+    overrides = {} if lr is None else {"lr": lr}
+    return list(adapter.train(model, epochs=epochs, callbacks=[MaskKeeper(model, masks)], loss_fn=loss_fn, **overrides))

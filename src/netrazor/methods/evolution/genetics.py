@@ -40,11 +40,15 @@ def initial_population(pool_size: int, k: int, population: int, g: torch.Generat
 
 
 def crossover(parents_a: torch.Tensor, parents_b: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-    """Uniform crossover of sets: slots in both parents are inherited, slots in exactly one parent
-    are inherited with probability 1/2, then the child is repaired to exactly ``k`` members."""
+    """Uniform crossover of sets: slots in both parents are always inherited (there are at most
+    ``k``), slots in exactly one parent are inherited with probability 1/2, then the child is
+    repaired to exactly ``k`` members: random coin-inherited slots are dropped, or the child is
+    filled up with the parents' other slots (so a child never leaves the parents' union)."""
     coin = torch.rand(parents_a.shape, generator=g) < 0.5
-    wanted = (parents_a & parents_b) | ((parents_a ^ parents_b) & coin)
-    priority = wanted.float() * 2 + torch.rand(parents_a.shape, generator=g)
+    both = parents_a & parents_b
+    wanted = both | ((parents_a ^ parents_b) & coin)
+    union = parents_a | parents_b
+    priority = 2 * (union.float() + wanted.float() + both.float()) + torch.rand(parents_a.shape, generator=g)
     return _select_k(priority, k)
 
 

@@ -21,8 +21,8 @@ with every rule exposed as a knob:
   batch; the best set is committed (its weights zeroed).
 - Stop: a layer stops at its target, or — when ``tolerance`` is set — as soon as its best candidate's
   divergence exceeds ``tolerance`` (that step is not committed; the layer stays denser than asked).
-- Fine-tune: ``finetune_epochs`` epochs of distillation (KL at ``temperature``, plus
-  ``ce_weight``·CE) through ``adapter.train`` after every cycle, pruned weights held at zero.
+- Fine-tune: ``finetune_epochs`` epochs of distillation (``alpha``·T²·KL at ``temperature`` +
+  (1 − ``alpha``)·CE) through ``adapter.train`` after every cycle, pruned weights held at zero.
 - Evaluation batch: ``eval_size`` examples drawn with ``seed`` from ``eval_split`` ("val" by default,
   or "train"; the test split is refused).
 """
@@ -70,7 +70,8 @@ class EvolutionMethod:
       tolerance        stop a layer when its best divergence exceeds this (None = never).
       candidate_pool   "magnitude" | "hessian" (Fisher-diagonal OBD saliency).
       finetune_epochs  distillation epochs after each cycle (0 = none).
-      ce_weight        weight of the cross-entropy term in the distillation loss.
+      finetune_lr      learning rate of the fine-tunes (None: the adapter's recipe).
+      alpha            distillation weight of the fine-tune loss (1 = pure KL, no labels).
       eval_split, eval_size   the fixed evaluation batch (never the test split).
       evaluator        "vectorised" (default) | "looped" (reference; same numbers, slower).
       chunk_size       candidates per vmap call (None: sized from the layer's output).
@@ -94,7 +95,8 @@ class EvolutionMethod:
     tolerance: float | None = None
     candidate_pool: str = "magnitude"
     finetune_epochs: int = 1
-    ce_weight: float = 0.0
+    finetune_lr: float | None = None
+    alpha: float = 1.0
     eval_split: str = "val"
     eval_size: int = 256
     evaluator: str = "vectorised"
@@ -186,7 +188,7 @@ class EvolutionMethod:
         with torch.no_grad():
             teacher_logits = teacher(x)
         g = torch.Generator().manual_seed(self.seed)
-        loss_fn = distill_loss_fn(teacher, self.temperature, self.ce_weight)
+        loss_fn = distill_loss_fn(teacher, self.temperature, self.alpha)
         start_alive = {n: int(m.sum()) for n, m in masks.items()}
         for n in layers:
             if counts[n] > start_alive[n]:
@@ -230,7 +232,7 @@ class EvolutionMethod:
                             "density": density(masks[name]), "overall_density": self._overall(masks)}
                     steps.append(step)
                     self._emit({"event": "step", **step})
-            history = finetune_with_masks(adapter, student, masks, self.finetune_epochs, loss_fn)
+            history = finetune_with_masks(adapter, student, masks, self.finetune_epochs, loss_fn, self.finetune_lr)
             student.eval()
             snap = self._snapshot(student, x, teacher_logits, divergence, adapter)
             cyc = {"cycle": cycle, "overall_density": self._overall(masks),

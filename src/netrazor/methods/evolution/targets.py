@@ -62,7 +62,7 @@ def _magnitude_split(layers: dict[str, nn.Module], d: float, min_density: float)
         free = [n for n in layers if n not in fixed]
         left = budget - sum(fixed.values())
         if not free or left <= 0:
-            counts = {n: 0 for n in free}
+            counts = {n: floors[n] for n in free}  # the floors exceed the budget: floors win
             break
         mags = torch.cat([layers[n].weight.detach().abs().flatten() for n in free])
         left = min(left, mags.numel())
