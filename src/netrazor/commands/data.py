@@ -10,10 +10,33 @@ from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes for downloads and copies, plain counts for everything else (e.g. decoded images)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+
+    def render(self, task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self._bytes.render(task)
+        total = f"/{int(task.total):,}" if task.total is not None else ""
+        return Text(f"{int(task.completed):,}{total} {task.fields.get('unit', '')}".rstrip(), style="progress.download")
 
 
 @contextmanager
@@ -23,7 +46,7 @@ def _progress_bar() -> Iterator[Callable[[int, Optional[int], str], None]]:
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        _AmountColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=False,
@@ -32,7 +55,8 @@ def _progress_bar() -> Iterator[Callable[[int, Optional[int], str], None]]:
 
     def update(done: int, total: Optional[int], what: str) -> None:
         if what not in tasks:
-            tasks[what] = bars.add_task(what, total=total)
+            unit = "bytes" if what.startswith(("download", "copy")) else "images" if what == "decoding" else ""
+            tasks[what] = bars.add_task(what, total=total, unit=unit)
         bars.update(tasks[what], completed=done, total=total)
 
     with bars:
