@@ -187,3 +187,21 @@ def test_path_folder_cache_notices_nested_edits(isolated_root, tmp_path):
     assert len(first.train) == 5 and first.input_shape == (1, 4, 4)
     Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "tree" / "train" / "y" / "9.png")
     assert len(load_data(str(tmp_path / "tree"), val_size=1).train) == 6
+
+
+def test_path_cifar_binary_archive_is_detected(isolated_root, tmp_path):
+    from netrazor.data.cifar import TEST_FILES, TRAIN_FILES
+
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in TRAIN_FILES + TEST_FILES:
+        rows = [bytes([int(rng.integers(0, 10))]) + rng.integers(0, 256, 3072, dtype=np.uint8).tobytes() for _ in range(3)]
+        (folder / name).write_bytes(b"".join(rows))
+    (folder / "batches.meta.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-bin")
+    b = load_data(str(archive), val_size=5)
+    assert (len(b.train), len(b.val), len(b.test)) == (10, 5, 3)
+    assert b.input_shape == (3, 32, 32) and b.classes[3] == "c3"

