@@ -84,6 +84,8 @@ def test_real_mnist_entropy_if_present():
         pytest.skip("MNIST not fetched here; run `netrazor data fetch mnist`")
     from netrazor.data import load_data
 
-    s = dataset_entropy(load_data("mnist", fetch=False).train)
+    bundle = load_data("mnist", fetch=False)
+    s = dataset_entropy(bundle.train)
+    assert dataset_entropy(bundle)["mean"] == s["mean"]  # a bundle means its train split
     # METHODS.md: MNIST is roughly 1.6 bits per image (mostly black background, few grey levels).
     assert 1.3 < s["mean"] < 1.9 and s["pooled"] > s["mean"]

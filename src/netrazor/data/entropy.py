@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from netrazor.data.types import ImageSet
+from netrazor.data.types import DataBundle, ImageSet
 from netrazor.errors import ConfigError
 
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -79,10 +79,14 @@ def per_image_entropy(images: torch.Tensor, mode: str = "channel", chunk: int = 
 def dataset_entropy(imageset: ImageSet | torch.Tensor, mode: str = "channel", per_image: bool = False) -> dict:
     """Entropy statistics of an image set (see the module docstring for the definition).
 
+    ``imageset``: an ImageSet, a uint8 ``[N, C, H, W]`` tensor, or a DataBundle (its ``train`` split).
+
     Returns ``{"mode", "n_images", "mean", "std", "min", "max", "percentiles": {"p5": ..., "p95": ...},
     "pooled", "pooled_per_channel", "max_bits": 8.0}`` in bits, plus ``"per_image"`` (float64
     ``[N]`` tensor) when ``per_image=True``.
     """
+    if isinstance(imageset, DataBundle):
+        imageset = imageset.train  # statistics of the training data only, never the test split
     images = imageset.images if isinstance(imageset, ImageSet) else imageset
     values, pooled = per_image_entropy(images, mode)
     pooled_channels = entropy_bits(pooled)
