@@ -122,10 +122,19 @@ def prunable_groups(model: nn.Module, example_input) -> list[Group]:
     return _all_groups(model, build_graph(model, example_input))
 
 
-def _group_of(groups: list[Group], name: str) -> Group:
+def _group_of(model: nn.Module, groups: list[Group], name: str) -> Group:
     for g in groups:
         if name in g.producers:
             return g
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        module = None
+    if isinstance(module, ROOT_TYPES):
+        raise SurgeryError(
+            f"{name!r} produces the model's output (or is not reached by the example input): its units "
+            "cannot be removed without changing the output; list candidates with prunable_groups()."
+        )
     for g in groups:
         if name in g.consumers:
             raise SurgeryError(
@@ -133,8 +142,8 @@ def _group_of(groups: list[Group], name: str) -> Group:
                 f"channels you want removed (e.g. {g.root!r})."
             )
     raise SurgeryError(
-        f"{name!r} has no removable output channels (unknown module, the output layer, or not a "
-        "conv/linear root); list candidates with prunable_groups(model, example_input)."
+        f"{name!r} has no removable output channels (unknown module or not a conv/linear); "
+        "list candidates with prunable_groups(model, example_input)."
     )
 
 
@@ -210,7 +219,7 @@ def remove_channels(
     groups = _all_groups(work, dg)
     merged: dict[str, tuple[Group, set[int]]] = {}
     for name, idxs in channels.items():
-        group = _group_of(groups, name)
+        group = _group_of(work, groups, name)
         roots = _root_indices(work, dg, group, name, list(idxs))
         if group.root in merged:
             merged[group.root][1].update(roots)
