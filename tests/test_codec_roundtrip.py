@@ -1,0 +1,197 @@
+"""pack → unpack is exact; sizes are honest; sparse tensors land near the Shannon bound."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from netrazor.codec import pack, read_nrz, unpack, unpack_state_dict, verify
+from netrazor.codec.entropy import empirical_entropy_bits
+from netrazor.errors import FormatError, ModelError
+from netrazor.quant import quantize_model
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """Bit pattern view so comparisons are bitwise, not numeric."""
+    t = t.contiguous()
+    if t.dtype == torch.bool or t.numel() == 0:
+        return t
+    return t.reshape(-1).view(torch.uint8)
+
+
+def _prune(model: nn.Module, density: float, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_((torch.rand(p.shape, generator=g) < density).float())
+    return model
+
+
+class Odd(nn.Module):
+    """Not a zoo model: conv + BN (int64 buffer) + a bf16 buffer, a 0-dim and an empty tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 6 * 6, 10)
+        self.register_buffer("bf16", torch.randn(5, 7).to(torch.bfloat16))
+        self.register_buffer("scalar", torch.tensor(3.25))
+        self.register_buffer("empty", torch.zeros(0, 4))
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1)) * self.scalar
+
+
+def test_state_dict_roundtrip_is_bitwise_for_every_dtype(tmp_path):
+    torch.manual_seed(0)
+    model = _prune(Odd(), 0.2)
+    model.bn.num_batches_tracked += 7
+    q = quantize_model(model, 3, method="kmeans")
+    report = pack(q.model, tmp_path / "odd.nrz")
+    state = unpack_state_dict(tmp_path / "odd.nrz")
+    ref = q.model.state_dict()
+    assert set(state) == set(ref)
+    for k, v in ref.items():
+        assert state[k].dtype == v.dtype and state[k].shape == v.shape, k
+        assert torch.equal(_bits(state[k]), _bits(v)), k
+    kinds = {row["name"]: row["kind"] for row in report.tensors}
+    assert kinds["fc.weight"] == "sparse" and kinds["fc.bias"] == "raw" and kinds["bn.num_batches_tracked"] == "raw"
+    with pytest.raises(ModelError, match="unpack_state_dict"):
+        unpack(tmp_path / "odd.nrz")
+    rebuilt = Odd()
+    rebuilt.load_state_dict(state)
+    x = torch.randn(4, 3, 8, 8)
+    assert torch.equal(rebuilt.eval()(x), q.model.eval()(x))
+
+
+@pytest.mark.parametrize("name", ["lenet300", "lenet5"])
+@pytest.mark.parametrize("method,per_channel,bits", [("kmeans", False, 4), ("uniform", True, 3), ("kmeans", False, 1)])
+def test_zoo_models_unpack_to_identical_outputs(tmp_path, name, method, per_channel, bits):
+    models = pytest.importorskip("netrazor.models")
+    torch.manual_seed(1)
+    model = _prune(models.build_model(name), 0.08, seed=2)
+    q = quantize_model(model, bits, method=method, per_channel=per_channel)
+    path = tmp_path / f"{name}.nrz"
+    report = pack(q.model, path, quantisation=q.to_dict())
+    restored = unpack(path)
+    x = torch.randn(16, 1, 28, 28)
+    assert torch.equal(restored(x), q.model.eval()(x))
+    for k, v in q.model.state_dict().items():
+        assert torch.equal(_bits(restored.state_dict()[k]), _bits(v)), k
+    header, _ = read_nrz(path)
+    assert header["model"]["name"] == name
+    assert header["quantisation"]["bits"] == q.bits
+    # stages shrink in order and the ratio is dense / encoded
+    assert report.dense_bytes > report.removal_bytes > report.quantized_bytes > report.encoded_bytes
+    assert report.ratio == pytest.approx(report.dense_bytes / path.stat().st_size)
+    assert report.summary_line() == (
+        f"compressed from {report.dense_bytes} bytes to {path.stat().st_size} bytes ({report.ratio:.1f}×)"
+    )
+
+
+def test_pack_with_bits_quantises_a_copy_and_records_it(tmp_path):
+    models = pytest.importorskip("netrazor.models")
+    model = _prune(models.build_model("lenet300"), 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = pack(model, tmp_path / "m.nrz", bits={"fc1": 2, "fc2": 5})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # original untouched
+    assert report.bits == {"fc1": 2, "fc2": 5}
+    restored = unpack(tmp_path / "m.nrz")
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(restored(x), report.model.eval()(x))
+    w = restored.fc1.weight
+    assert torch.unique(w[w != 0]).numel() <= 4
+    assert torch.equal(restored.fc3.weight, model.fc3.weight)  # not in the dict: kept float32, lossless
+
+
+def test_encoded_never_exceeds_raw_even_for_dense_float_weights(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 200), nn.Linear(200, 10))  # dense, unquantised: incompressible
+    report = pack(model, tmp_path / "dense.nrz")
+    raw = sum(v.numel() * 4 for v in model.state_dict().values())
+    for row in report.tensors:
+        assert row["section_bytes"] <= row["dense_bytes"] + 64
+    assert report.encoded_bytes <= raw + 512
+    state = unpack_state_dict(tmp_path / "dense.nrz")
+    assert all(torch.equal(_bits(state[k]), _bits(v)) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("density", [0.01, 0.03, 0.05, 0.1])
+def test_sparse_tensors_compress_near_the_shannon_bound(tmp_path, density):
+    g = torch.Generator().manual_seed(int(density * 1000))
+    w = torch.randn(400, 800, generator=g) * (torch.rand(400, 800, generator=g) < density)
+    q = quantize_model(nn.Sequential(nn.Linear(800, 400, bias=False)), 4)
+    with torch.no_grad():
+        q.model[0].weight.copy_(w)
+    q = quantize_model(q.model, 4)
+    report = pack(q.model, tmp_path / "s.nrz")
+    (row,) = report.tensors
+    mask = (q.model[0].weight != 0).reshape(-1).numpy()
+    mask_bound = empirical_entropy_bits(mask.astype(np.int32)) / 8
+    idx = q.layers["0"].indices
+    index_bound = empirical_entropy_bits(idx[idx >= 0].numpy()) / 8
+    streams = row["position_bytes"] + row["value_bytes"] - row["codebook_bytes"]
+    bound = mask_bound + index_bound
+    # within 3 % of the order-0 bound of the mask and the index stream, plus a fixed table cost
+    assert streams <= 1.03 * bound + 96, (streams, bound)
+    assert report.stream_bytes <= 1.03 * report.shannon_bound_bytes + 96
+    assert report.shannon_bound_bytes <= report.stream_bytes  # a bound is a bound
+    assert report.encoded_bytes < 0.25 * 4 * w.numel()
+
+
+def test_structured_mask_uses_gap_coding_and_beats_the_bitmap(tmp_path):
+    w = torch.randn(256, 512)
+    w[::2] = 0  # every other output channel removed
+    w[:, 100:400] = 0
+    model = nn.Sequential(nn.Linear(512, 256, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(w)
+    q = quantize_model(model, 3)
+    report = pack(q.model, tmp_path / "st.nrz")
+    (row,) = report.tensors
+    assert row["position_kind"] == "gaps-ans"
+    assert row["position_bytes"] < w.numel() / 8 / 4
+    assert torch.equal(unpack_state_dict(tmp_path / "st.nrz")["0.weight"], q.model[0].weight)
+
+
+def test_negative_zeros_are_canonical_and_outputs_equal(tmp_path):
+    model = nn.Sequential(nn.Linear(64, 32))
+    with torch.no_grad():
+        model[0].weight.mul_((torch.rand(32, 64) < 0.3).float())  # -w * 0 leaves -0.0
+    assert bool(torch.signbit(model[0].weight[model[0].weight == 0]).any())
+    pack(model, tmp_path / "z.nrz")
+    state = unpack_state_dict(tmp_path / "z.nrz")
+    rebuilt = nn.Sequential(nn.Linear(64, 32))
+    rebuilt.load_state_dict(state)
+    x = torch.randn(8, 64)
+    assert torch.equal(rebuilt(x), model(x))
+
+
+def test_verify_reports_and_detects_damage(tmp_path):
+    model = _prune(nn.Sequential(nn.Linear(100, 50)), 0.1)
+    pack(model, tmp_path / "v.nrz", bits=4)
+    info = verify(tmp_path / "v.nrz")
+    assert info == {"version": 1, "tensors": 2, "bytes": (tmp_path / "v.nrz").stat().st_size}
+    data = bytearray((tmp_path / "v.nrz").read_bytes())
+    data[-40] ^= 0x10
+    (tmp_path / "bad.nrz").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="checksum"):
+        verify(tmp_path / "bad.nrz")
+    with pytest.raises(FormatError, match="does not exist"):
+        verify(tmp_path / "missing.nrz")
+
+
+def test_spec_is_plain_json_in_the_file(tmp_path):
+    models = pytest.importorskip("netrazor.models")
+    model = models.build_model("lenet300")
+    pack(model, tmp_path / "j.nrz", bits=8)
+    data = (tmp_path / "j.nrz").read_bytes()
+    spec_len = int.from_bytes(data[16:20], "little")
+    spec = json.loads(data[28 : 28 + spec_len])
+    assert spec["format"] == "netrazor.nrz" and spec["model"]["name"] == "lenet300"
