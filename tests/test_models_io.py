@@ -109,3 +109,20 @@ def test_checkpoint_paths_strip_known_suffixes(tmp_path):
     assert checkpoint_paths(tmp_path / "run.v1") == expected
     assert checkpoint_paths(tmp_path / "run.v1.json") == expected
     assert checkpoint_paths(str(tmp_path / "run.v1.safetensors")) == expected
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        lambda m: setattr(m, "relu1", nn.Identity()),  # a linearised rectifier: no tensor changes
+        lambda m: (setattr(m, "fc1", nn.Linear(800, 30)), setattr(m, "fc2", nn.Linear(30, 10))),  # narrower
+    ],
+    ids=["relu-swapped", "narrowed"],
+)
+def test_altered_zoo_models_are_refused_not_saved_with_a_stale_spec(tmp_path, alter):
+    model = build_model("lenet5")
+    alter(model)
+    assert hasattr(model, "netrazor_spec")  # surgery keeps the attribute
+    with pytest.raises(ModelError, match="surgery.save_model"):
+        save_model(model, tmp_path / "m")
+    assert not any(tmp_path.iterdir())

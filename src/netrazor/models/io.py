@@ -38,11 +38,14 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, Any] 
     """Write ``path.safetensors`` + ``path.json`` for a zoo model; returns both paths.
 
     ``extra`` is free-form JSON kept next to the spec (metrics, provenance). Raises
-    ``ModelError`` when ``model`` was not built by the zoo.
+    ``ModelError`` when ``model`` was not built by the zoo or was altered since (its module
+    types or tensor shapes differ from what its spec builds) — save those with
+    ``netrazor.surgery.save_model``.
     """
     spec = model_spec(model)
-    weights, meta = checkpoint_paths(path)
     state = model.state_dict()
+    _check_matches_spec(model, spec, state)
+    weights, meta = checkpoint_paths(path)
     save_tensors(weights, state, metadata={"format": FORMAT, "version": str(VERSION)})
     write_json(
         meta,
@@ -55,6 +58,28 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, Any] 
         },
     )
     return weights, meta
+
+
+def _check_matches_spec(model: nn.Module, spec: dict, state: dict) -> None:
+    """Refuse a model that no longer is what its spec builds (surgery keeps ``netrazor_spec``).
+
+    Module names and types and every tensor shape must equal a fresh build of the spec;
+    otherwise the saved spec would silently rebuild the *original* architecture on load.
+    """
+    fresh = model_from_spec(spec)
+    ours = {name: type(m) for name, m in model.named_modules()}
+    theirs = {name: type(m) for name, m in fresh.named_modules()}
+    ref_state = fresh.state_dict()
+    differs = sorted(n for n in set(ours) | set(theirs) if ours.get(n) is not theirs.get(n))
+    differs += sorted(
+        k for k in set(state) | set(ref_state)
+        if k not in state or k not in ref_state or tuple(state[k].shape) != tuple(ref_state[k].shape)
+    )
+    if differs:
+        raise ModelError(
+            f"this {spec['name']} no longer matches its zoo spec (changed: {', '.join(differs[:5])}"
+            f"{'…' if len(differs) > 5 else ''}); save altered architectures with netrazor.surgery.save_model."
+        )
 
 
 def read_checkpoint_json(path: str | os.PathLike) -> dict:
