@@ -1,0 +1,59 @@
+"""`netrazor pack` / `netrazor unpack` end to end on a saved zoo model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+models = pytest.importorskip("netrazor.models")
+from netrazor.cli import main  # noqa: E402
+
+
+def _saved_lenet(tmp_path):
+    from netrazor.models.io import save_model
+
+    torch.manual_seed(0)
+    model = models.build_model("lenet300")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_((torch.rand_like(p) < 0.05).float())
+    save_model(model, tmp_path / "lenet")
+    return model
+
+
+def test_pack_prints_every_stage_and_unpack_rebuilds_exactly(tmp_path, capsys):
+    _saved_lenet(tmp_path)
+    out = tmp_path / "m.nrz"
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(out), "--bits", "3"]) == 0
+    text = capsys.readouterr().out
+    for stage in ("dense float32", "after removal", "after quantisation", "encoded (.nrz)", "Shannon bound"):
+        assert stage in text
+    size = out.stat().st_size
+    assert f"to {size} bytes" in text and "compressed from" in text
+
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(out), "--bits", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["encoded_bytes"] == size and report["ratio"] > 20
+
+    assert main(["unpack", str(out), "--check"]) == 0
+    assert "checksums valid" in capsys.readouterr().out
+    assert main(["unpack", str(out), "-o", str(tmp_path / "restored")]) == 0
+    from netrazor.codec import unpack
+    from netrazor.models.io import load_model
+
+    restored = load_model(tmp_path / "restored" / "model")
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(restored.eval()(x), unpack(out)(x))
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    _saved_lenet(tmp_path)
+    bad = tmp_path / "bad.nrz"
+    bad.write_bytes(b"NRZ1" + b"\x00" * 100)
+    assert main(["unpack", str(bad), "--check"]) == 2
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--tolerance", "0.01"]) == 2
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--bits", "3", "--tolerance", "0.1"]) == 2
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--bits", "12"]) == 2
