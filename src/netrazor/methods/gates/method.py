@@ -1,0 +1,165 @@
+"""``GatesMethod``: train with Bernoulli gates, prune during training, hand back a plain smaller net.
+
+The three user knobs of the complexity-aware follow-up (Guenter & Sideris):
+  ``kappa``            accuracy vs size: weight of the normalised expected cost (0 = no pruning);
+  ``layer_vs_unit``    0 … 1: share of the cost gradient given to layer gates vs unit/filter gates;
+  ``flops_vs_params``  0 … 1: the cost counts parameters (0), MACs (1) or a mix.
+Everything else has a default meant to need no per-model tuning; the [REC] parts (cost
+normalisation, θ optimiser, hyper-prior form and ramp, thresholds) are our reconstruction, see
+docs/methods/gates.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netrazor.errors import ConfigError
+from netrazor.methods.gates.attach import attach_gates
+from netrazor.methods.gates.estimators import ESTIMATORS
+from netrazor.methods.gates.objective import GateObjective
+from netrazor.methods.gates.priors import HYPER_PRIORS, get_hyper_prior
+
+log = logging.getLogger(__name__)
+
+
+def widths_of(model: nn.Module) -> dict[str, int]:
+    """Output width of every Linear/Conv2d (and input width of a pixel-selecting first layer)."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            out[name] = int(m.out_channels)
+        elif isinstance(m, nn.Linear):
+            out[name] = int(m.out_features)
+            if hasattr(m, "input_index") or name not in out:
+                out[f"{name}:in"] = int(m.in_features)
+    return out
+
+
+@dataclass
+class GatesMethod:
+    """Parsimonious learning with Bernoulli gates (METHODS.md §2). See the module docstring.
+
+    Other knobs: ``estimator`` ("disarm" | "arm" | "straight-through") for unit/filter/input gates,
+    ``layer_estimator`` ("flip" exact | the same choices), ``epochs`` (None: the adapter's recipe),
+    ``units`` / ``filters`` / ``layers`` / ``inputs`` (what to gate), ``init_theta``,
+    ``theta_lr`` (Adam on θ), ``threshold`` τ (remove θ < τ, freeze θ > 1 − τ),
+    ``prune_every`` (steps), ``freeze_after`` (fraction of training), ``weight_prior`` λ,
+    ``hyper_prior`` ("vertex" | "entropy"), ``hyper_strength``, ``hyper_ramp``, ``cost_warmup``
+    (fraction of training over which κ ramps in), ``per_example`` (gate samples per example),
+    ``weight_decay`` (None keeps the recipe's; the weight prior already decays gated weights),
+    ``plots`` (write PNGs to the adapter's run_dir), ``seed``.
+    """
+
+    kappa: float = 0.5
+    layer_vs_unit: float = 0.5
+    flops_vs_params: float = 0.5
+    estimator: str = "disarm"
+    layer_estimator: str = "flip"
+    epochs: int | None = None
+    units: bool = True
+    filters: bool = True
+    layers: bool = True
+    inputs: bool = False
+    init_theta: float = 0.9
+    theta_lr: float = 2e-3
+    threshold: float = 0.01
+    prune_every: int = 50
+    freeze_after: float = 0.5
+    weight_prior: float = 5e-4
+    hyper_prior: str = "vertex"
+    hyper_strength: float = 0.02
+    hyper_ramp: tuple = (0.2, 0.8)
+    cost_warmup: float = 0.05
+    per_example: bool = True
+    weight_decay: float | None = None
+    plots: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("layer_vs_unit", "flops_vs_params"):
+            v = getattr(self, name)
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        if self.kappa < 0:
+            raise ValueError(f"kappa must be >= 0, got {self.kappa}")
+        for name in ("estimator", "layer_estimator"):
+            if str(getattr(self, name)).lower() not in ESTIMATORS:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {sorted(ESTIMATORS)}")
+        if self.hyper_prior not in HYPER_PRIORS:
+            raise ValueError(f"unknown hyper_prior {self.hyper_prior!r}; choose one of {sorted(HYPER_PRIORS)}")
+        if not 0.0 < self.threshold < 0.5:
+            raise ValueError(f"threshold must be in (0, 0.5), got {self.threshold}")
+        if not 0.0 < self.init_theta <= 1.0:
+            raise ValueError(f"init_theta must be in (0, 1], got {self.init_theta}")
+
+    # ------------------------------------------------------------------------------------------
+    def objective(self, gs, total_steps: int | None, label_smoothing: float = 0.0) -> GateObjective:
+        return GateObjective(
+            gs, kappa=self.kappa, layer_vs_unit=self.layer_vs_unit, flops_vs_params=self.flops_vs_params,
+            estimator=self.estimator, layer_estimator=self.layer_estimator, weight_prior=self.weight_prior,
+            hyper_prior=get_hyper_prior(self.hyper_prior, self.hyper_strength, tuple(self.hyper_ramp)),
+            theta_lr=self.theta_lr, threshold=self.threshold, prune_every=self.prune_every,
+            freeze_after=self.freeze_after, total_steps=total_steps, label_smoothing=label_smoothing,
+            cost_warmup=self.cost_warmup, seed=self.seed,
+        )
+
+    def run(self, model: nn.Module, adapter) -> tuple[nn.Module, dict]:
+        from netrazor.measure import count_macs, count_params
+
+        torch.manual_seed(self.seed)
+        config = adapter.train_config
+        epochs = int(self.epochs if self.epochs is not None else config.epochs)
+        if epochs < 1:
+            raise ConfigError(f"gates need at least one training epoch, got {epochs}; pass epochs >= 1.")
+        shape = adapter.input_shape
+        model.eval()
+        params_before, macs_before = count_params(model), count_macs(model, shape)
+        widths_before = widths_of(model)
+        example = adapter.example_input()
+        gs = attach_gates(model, example, units=self.units, filters=self.filters, layers=self.layers,
+                          inputs=self.inputs, init=self.init_theta, per_example=self.per_example)
+        steps_per_epoch = -(-len(adapter.data.train) // int(config.batch_size))
+        obj = self.objective(gs, epochs * steps_per_epoch, float(getattr(config, "label_smoothing", 0.0)))
+        overrides: dict[str, Any] = {}
+        if self.weight_decay is not None:
+            overrides["weight_decay"] = float(self.weight_decay)
+        started = time.perf_counter()
+        history = adapter.train(model, epochs=epochs, callbacks=[obj], loss_fn=obj.loss_fn, **overrides)
+        train_seconds = time.perf_counter() - started
+        converged = obj.converged_fraction()
+        theta_final = {n: obj.gs.effective_theta(n).detach().cpu().tolist() for n in obj.gs.gates}
+        model = gs.finalize()
+        model.eval()
+        val = adapter.evaluate(model, "val")
+        test = adapter.evaluate(model, "test")
+        record = {
+            "method": "gates",
+            "knobs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()},
+            "widths_before": widths_before,
+            "widths_after": widths_of(model),
+            "gate_sets": {name: {"kind": s.kind, "width_dense": s.width_dense} for name, s in gs.structures.items()},
+            "params_before": params_before, "params_after": count_params(model),
+            "macs_before": macs_before, "macs_after": count_macs(model, shape),
+            "val_error": val["error"], "test_error": test["error"],
+            "train_seconds": train_seconds,
+            "epoch_seconds": [row.get("seconds") for row in history],
+            "gate_epochs": obj.history,
+            "removals": obj.removals,
+            "theta_trajectory": obj.trajectory,
+            "theta_final": theta_final,
+            "converged_fraction": converged,
+            "history": history,
+        }
+        if self.plots and adapter.run_dir is not None:
+            from netrazor.methods.gates.plots import save_plots
+
+            record["plots"] = [str(p) for p in save_plots(record, Path(adapter.run_dir))]
+        return model, record

@@ -1,0 +1,90 @@
+"""Weight prior and hyper-priors of the gate objective (strategy objects).
+
+Weight prior [REC]: a Gaussian on the weights of a *present* structure, nothing on an absent one,
+so its expectation under the gates is Σ_g θ_g (λ/2)‖w_g‖² (w_g: the incoming weights and bias
+of unit/filter g; for an input pixel, its column of the first layer). λ is in loss units per
+example, like weight decay. Its θ-gradient makes a structure with large weights pay more.
+
+Hyper-prior [REC]: the paper derives a hyper-prior over the prior parameters that makes θ
+converge to 0 or 1; its form is not available to us. Our default, :class:`VertexPrior`, adds
+γ(t)·Σ_g θ_g(1 − θ_g), whose gradient γ(1 − 2θ) pushes every θ toward its nearer vertex; γ(t)
+ramps from 0 (start of ``ramp``) to ``strength`` (end of ``ramp``) so early training explores.
+:class:`EntropyPrior` uses the Bernoulli entropy instead. Any object with
+``__call__(theta: Tensor, progress: float) -> Tensor`` can replace them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from netrazor.errors import ConfigError
+from netrazor.methods.gates.attach import GateSet
+from netrazor.methods.gates.structures import get_module
+
+
+def _ramp(progress: float, start: float, end: float) -> float:
+    if progress <= start:
+        return 0.0
+    if progress >= end or end <= start:
+        return 1.0
+    return (progress - start) / (end - start)
+
+
+@dataclass
+class VertexPrior:
+    """γ(t) Σ θ(1−θ); knobs: ``strength`` (γ at the end of the ramp), ``ramp`` (fractions of training)."""
+
+    strength: float = 0.02
+    ramp: tuple[float, float] = (0.2, 0.8)
+
+    def __call__(self, theta: torch.Tensor, progress: float) -> torch.Tensor:
+        g = self.strength * _ramp(progress, *self.ramp)
+        return g * (theta * (1.0 - theta)).sum()
+
+
+@dataclass
+class EntropyPrior:
+    """γ(t) Σ H(Bernoulli(θ)) in nats; same knobs as :class:`VertexPrior`."""
+
+    strength: float = 0.02
+    ramp: tuple[float, float] = (0.2, 0.8)
+
+    def __call__(self, theta: torch.Tensor, progress: float) -> torch.Tensor:
+        g = self.strength * _ramp(progress, *self.ramp)
+        t = theta.clamp(1e-6, 1 - 1e-6)
+        return g * -(t * t.log() + (1 - t) * (1 - t).log()).sum()
+
+
+HYPER_PRIORS = {"vertex": VertexPrior, "entropy": EntropyPrior}
+
+
+def get_hyper_prior(name, strength: float = 0.02, ramp: tuple[float, float] = (0.2, 0.8)):
+    if callable(name) and not isinstance(name, str):
+        return name
+    try:
+        return HYPER_PRIORS[str(name)](strength=strength, ramp=tuple(ramp))
+    except KeyError:
+        raise ConfigError(f"unknown hyper-prior {name!r}; choose one of: {', '.join(HYPER_PRIORS)}.") from None
+
+
+def weight_prior(gs: GateSet, lam: float) -> torch.Tensor:
+    """Σ_g θ_g (λ/2)‖w_g‖² over unit, filter and input gates (differentiable in θ and w)."""
+    total = torch.zeros(())
+    if lam == 0.0:
+        return total
+    for name, gate in gs.gates.items():
+        s = gs.structures[name]
+        theta = gs.effective_theta(name)
+        if s.kind in ("unit", "filter") and s.producer is not None:
+            prod = get_module(gs.model, s.producer)
+            sq = prod.weight.pow(2).flatten(1).sum(1)
+            if prod.bias is not None:
+                sq = sq + prod.bias.pow(2)
+        elif s.kind == "input":
+            sq = get_module(gs.model, s.host).weight.pow(2).sum(0)
+        else:
+            continue
+        total = total + (theta * sq).sum() * (lam / 2.0)
+    return total
