@@ -1,0 +1,219 @@
+"""Benchmark: directed evolution (DE) vs global magnitude pruning, and DE's candidate throughput.
+
+    python -m benchmarks.evolution_bench --model lenet5 --data mnist --seed 0 \
+        [--sparsities 0.5,0.8,0.9,0.95,0.98] [--cycles 4] [--finetune-epochs 1] [--quick]
+    python -m benchmarks.evolution_bench --model lenet5 --data mnist --throughput
+
+Curve mode: trains (or loads from ``runs/bench-dense/``) the dense model with the documented recipe,
+then for every sparsity runs DE (global target split by the "magnitude" rule, ``--cycles`` cycles,
+``--finetune-epochs`` distillation epochs after each) and global magnitude pruning (one shot, then
+the SAME total number of fine-tuning epochs, cycles × finetune-epochs, same learning rate, through
+the same training loop). Writes ``benchmarks/results/<task>/evolution-seed<N>.json`` and
+``magnitude-seed<N>.json`` (DESIGN.md keys for the highest sparsity, ``extra.curve`` for all), plus
+PNG plots. Validation decides nothing here; test errors are reported, never used for selection.
+
+Throughput mode: candidates evaluated per second, vectorised vs one forward per candidate, both
+timed in this one process on the same candidates (``evolution-throughput.json``).
+
+``--quick``: 10 000 training / 2 000 validation images, 3 dense epochs, a smaller search
+(population 16, 3 generations, 10 % steps, evaluation batch 128); files get a ``-quick`` suffix so
+they never pass for full runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from netrazor.data import load_data
+from netrazor.measure import count_nonzero, count_params, evaluate
+from netrazor.methods.base import Adapter
+from netrazor.methods.baselines import global_magnitude_prune
+from netrazor.methods.evolution import EvolutionMethod, measure_throughput, plot_divergence_vs_density
+from netrazor.models import build_model, load_model, save_model
+from netrazor.pipeline.records import make_record, write_record
+from netrazor.train import default_config
+
+log = logging.getLogger("evolution_bench")
+
+DATA_TAG = {"mnist": "mnist", "fashion-mnist": "fmnist"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=["lenet300", "lenet5"], default="lenet5")
+    p.add_argument("--data", choices=sorted(DATA_TAG), default="mnist")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sparsities", default="0.5,0.8,0.9,0.95,0.98")
+    p.add_argument("--cycles", type=int, default=4)
+    p.add_argument("--finetune-epochs", type=int, default=1, help="DE: per cycle; magnitude: cycles x this, in total")
+    p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--magnitude-distill", action="store_true", help="fine-tune magnitude with the same KD loss")
+    p.add_argument("--dense-epochs", type=int, default=None)
+    p.add_argument("--population", type=int, default=None)
+    p.add_argument("--generations", type=int, default=None)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--throughput", action="store_true", help="measure candidate throughput only")
+    p.add_argument("--candidates", type=int, default=128, help="throughput: candidates per layer (one DE step)")
+    p.add_argument("--results", default="benchmarks/results")
+    p.add_argument("--cache", default="runs/bench-dense")
+    return p.parse_args(argv)
+
+
+def prepare(args):
+    data = load_data(args.data, seed=0)
+    config = default_config(args.model, args.data)
+    epochs = args.dense_epochs or (3 if args.quick else config.epochs)
+    if args.quick:
+        g = torch.Generator().manual_seed(args.seed)
+        data = dataclasses.replace(
+            data,
+            train=data.train.subset(torch.randperm(len(data.train), generator=g)[:10000]),
+            val=data.val.subset(torch.arange(min(2000, len(data.val)))),
+        )
+    config = dataclasses.replace(config, epochs=epochs, seed=args.seed)
+    return data, config
+
+
+def dense_model(args, data, config):
+    tag = f"evolution-{args.model}-{args.data}-e{config.epochs}-seed{args.seed}{'-quick' if args.quick else ''}"
+    path = Path(args.cache) / tag
+    adapter = Adapter(data=data, train_config=config)
+    if Path(str(path) + ".safetensors").exists():
+        log.info("loading dense model %s", path)
+        return load_model(path).eval(), adapter, None
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
+    t0 = time.perf_counter()
+    adapter.train(model)
+    seconds = time.perf_counter() - t0
+    save_model(model, path)
+    return model.eval(), adapter, seconds
+
+
+def errors(model, data) -> dict:
+    return {f"{s}_error": evaluate(model, getattr(data, s), data.mean, data.std)["error"] for s in ("val", "test")}
+
+
+def search_knobs(args) -> dict:
+    knobs = dict(population=32, elite=8, generations=5, candidate_size=0.05, eval_size=256)
+    if args.quick:
+        knobs.update(population=16, elite=4, generations=3, candidate_size=0.1, eval_size=128)
+    if args.population:
+        knobs["population"] = args.population
+        knobs["elite"] = max(1, args.population // 4)
+    if args.generations:
+        knobs["generations"] = args.generations
+    return knobs
+
+
+def run_throughput(args, model, adapter, task) -> Path:
+    x = EvolutionMethod(eval_size=128 if args.quick else 256, seed=args.seed).eval_batch(adapter.data)[0]
+    res = measure_throughput(model, x, candidates=args.candidates, repeats=2 if args.quick else 3, seed=args.seed)
+    record = make_record(task, "evolution", args.seed, args.model, args.data,
+                         extra={"throughput": res, "quick": args.quick})
+    path = write_record(record, args.results, name=f"evolution-throughput{'-quick' if args.quick else ''}")
+    for name, r in res["layers"].items():
+        log.info("%s: looped %.1f/s vectorised %.1f/s ratio %.2fx (max |diff| %.2g)", name, r["looped_per_s"],
+                 r["vectorised_per_s"], r["ratio"], r["max_abs_diff"])
+    log.info("overall: looped %.1f/s vectorised %.1f/s ratio %.2fx -> %s", res["overall"]["looped_per_s"],
+             res["overall"]["vectorised_per_s"], res["overall"]["ratio"], path)
+    return path
+
+
+def run_curve(args, model, adapter, task, train_seconds) -> list[Path]:
+    data = adapter.data
+    sparsities = [float(s) for s in args.sparsities.split(",")]
+    dense = errors(model, data)
+    knobs = search_knobs(args)
+    de_curve, mag_curve, de_records = [], [], []
+    budget = args.cycles * args.finetune_epochs
+    for s in sparsities:
+        t0 = time.perf_counter()
+        method = EvolutionMethod(targets=1.0 - s, cycles=args.cycles, finetune_epochs=args.finetune_epochs,
+                                 finetune_lr=args.finetune_lr, seed=args.seed, **knobs)
+        student, rec = method.run(copy.deepcopy(model), adapter)
+        de_seconds = time.perf_counter() - t0
+        point = {"sparsity": s, "density": rec["overall_density"], "nonzero": count_nonzero(student),
+                 "compress_seconds": de_seconds, "finetune_epochs": rec["finetune_epochs_total"],
+                 "candidates_evaluated": rec["candidates_evaluated"],
+                 "candidates_per_second": rec["candidates_per_second"],
+                 "divergence_eval_batch": rec["after"]["divergence"],
+                 "layer_densities": {n: v["density"] for n, v in rec["layers"].items()}, **errors(student, data)}
+        de_curve.append(point)
+        de_records.append(rec)
+        t0 = time.perf_counter()
+        pruned, masks = global_magnitude_prune(copy.deepcopy(model), s, adapter=adapter, finetune_epochs=budget,
+                                               distill=args.magnitude_distill, lr=args.finetune_lr)
+        mag_curve.append({"sparsity": s, "density": sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()),
+                          "nonzero": count_nonzero(pruned), "compress_seconds": time.perf_counter() - t0,
+                          "finetune_epochs": budget,
+                          "layer_densities": {n: float(m.float().mean()) for n, m in masks.items()}, **errors(pruned, data)})
+        log.info("sparsity %.2f: DE val/test error %.4f/%.4f  magnitude %.4f/%.4f", s, point["val_error"],
+                 point["test_error"], mag_curve[-1]["val_error"], mag_curve[-1]["test_error"])
+    suffix = f"seed{args.seed}{'-quick' if args.quick else ''}"
+    out_dir = Path(args.results) / task
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_divergence_vs_density(de_records[-1], out_dir / f"evolution-{suffix}-divergence.png",
+                               title=f"DE {args.model} {args.data}, sparsity {sparsities[-1]}")
+    _plot_curves(de_curve, mag_curve, out_dir / f"evolution-vs-magnitude-{suffix}.png", task)
+    paths = []
+    common = dict(params=count_params(model), params_dense=count_params(model), test_error_dense=dense["test_error"],
+                  train_seconds_dense=train_seconds)
+    for name, curve, extra in (
+        ("evolution", de_curve, {"knobs": de_records[-1]["knobs"], "cycles": args.cycles}),
+        ("magnitude", mag_curve, {"distill": args.magnitude_distill, "one_shot": True}),
+    ):
+        top = curve[-1]
+        extra = {**extra, "curve": curve, "quick": args.quick, "val_error_dense": dense["val_error"],
+                 "finetune_epochs_total": budget, "finetune_lr": args.finetune_lr, "nonzero": top["nonzero"],
+                 "sparsity": top["sparsity"], "train_images": len(data.train), "val_images": len(data.val)}
+        record = make_record(task, name, args.seed, args.model, args.data, test_error=top["test_error"],
+                             val_error=top["val_error"], compress_seconds=sum(p["compress_seconds"] for p in curve),
+                             extra=extra, **common)
+        paths.append(write_record(record, args.results, name=f"{name}-{suffix}"))
+    return paths
+
+
+def _plot_curves(de_curve, mag_curve, path, task) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from netrazor.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in (("directed evolution", de_curve), ("global magnitude", mag_curve)):
+        ax.plot([p["density"] for p in curve], [100 * (1 - p["test_error"]) for p in curve], "-o", label=label)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("density (fraction of weights kept)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{task}: same fine-tuning epochs")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    task = f"{DATA_TAG[args.data]}-{args.model}"
+    data, config = prepare(args)
+    model, adapter, train_seconds = dense_model(args, data, config)
+    if args.throughput:
+        return run_throughput(args, model, adapter, task)
+    return run_curve(args, model, adapter, task, train_seconds)
+
+
+if __name__ == "__main__":
+    main()
