@@ -121,10 +121,13 @@ def save_model(model: nn.Module, path: str | os.PathLike, example_input: torch.T
             log.warning("saving through torch.export (%s); loading it needs trust_export=True", reason)
             program = torch.export.export(model.eval(), (example_input,))
             pt2 = weights_path.with_suffix(".pt2")
-            from netrazor.io import atomic_path
+            import io
 
-            with atomic_path(pt2) as tmp:
-                torch.export.save(program, str(tmp))
+            from netrazor.io import atomic_write_bytes
+
+            buffer = io.BytesIO()
+            torch.export.save(program, buffer)
+            atomic_write_bytes(pt2, buffer.getvalue())
             header.update(kind="export", program=pt2.name)
     save_tensors(weights_path, state, metadata={"format": FORMAT, "version": str(VERSION)})
     write_json(meta_path, header)
@@ -212,6 +215,6 @@ def load_model(path: str | os.PathLike, *, trust_export: bool = False) -> nn.Mod
         raise CheckpointError(f"{meta_path} has unknown kind {kind!r}; the file is corrupt or from a newer netrazor.")
     _check_tensors(tensors, model.state_dict(), weights_path, meta_path)
     model.load_state_dict(tensors, strict=True)
-    if hasattr(model, "eval"):
+    if kind != "export":  # an unlifted torch.export module has no train/eval switch
         model.eval()
     return model
