@@ -35,6 +35,7 @@ from netrazor.io import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "netrazor.nrz"
+STORED_QUANT_KEYS = ("method", "per_channel", "bits")
 
 
 @dataclass
@@ -145,7 +146,7 @@ def pack(
     ``QuantResult.model`` — is coded losslessly through its codebooks); an int or
     ``{layer: bits}`` quantises a copy first with ``method`` ("kmeans" | "uniform").
     ``spec``: architecture spec (default: the zoo spec of ``model`` when it has one).
-    ``quantisation``: metadata stored in the file (``QuantResult.to_dict()``).
+    ``quantisation``: ``QuantResult.to_dict()``; its method, per_channel and bits are stored in the file.
     ``dense_reference``: the model (or its parameter count) before structured removal, for stage 1.
     """
     packed = model
@@ -159,7 +160,8 @@ def pack(
     header: dict[str, Any] = {
         "format": FORMAT_NAME,
         "model": _architecture(model, spec),
-        "quantisation": _json_safe(quantisation),
+        # only what describes the file: codebooks already live in the sections, search curves in the run record
+        "quantisation": _json_safe({k: quantisation[k] for k in STORED_QUANT_KEYS if k in quantisation}) if quantisation else None,
     }
     data, facts, overhead = encode_file(header, state)
     atomic_write_bytes(path, data)

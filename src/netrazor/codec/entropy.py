@@ -96,13 +96,13 @@ def stream_size(symbols: np.ndarray, alphabet: int) -> int:
 
 
 def decode_stream(r: Reader, max_count: int, field: str, max_alphabet: int = MAX_ALPHABET) -> tuple[np.ndarray, int]:
-    """Read one stream; returns ``(symbols int64, alphabet)``. ``max_count`` bounds the symbol count
+    """Read one stream; returns ``(symbols int32, alphabet)``. ``max_count`` bounds the symbol count
     (the caller derives it from the tensor's shape, itself capped by the file size)."""
     import constriction
 
     count = r.varint(f"{field}.count", max_count)
     if count == 0:
-        return np.zeros(0, dtype=np.int64), 0
+        return np.zeros(0, dtype=np.int32), 0
     alphabet = r.varint(f"{field}.alphabet", max_alphabet)
     if alphabet < 1:
         raise FormatError(f"{r.what}: field '{field}.alphabet' is 0; the file is corrupt.")
@@ -117,7 +117,7 @@ def decode_stream(r: Reader, max_count: int, field: str, max_alphabet: int = MAX
     if used.size == 1:
         if n_words:
             raise FormatError(f"{r.what}: constant stream '{field}' carries data; the file is corrupt.")
-        return np.full(count, int(used[0]), dtype=np.int64), alphabet
+        return np.full(count, int(used[0]), dtype=np.int32), alphabet
     if n_words == 0:
         raise FormatError(f"{r.what}: stream '{field}' has no data; the file is truncated or corrupt.")
     words = np.frombuffer(raw, dtype="<u4").astype(np.uint32)
@@ -130,7 +130,7 @@ def decode_stream(r: Reader, max_count: int, field: str, max_alphabet: int = MAX
         raise
     except Exception as exc:  # constriction rejects malformed data with ValueError
         raise FormatError(f"{r.what}: stream '{field}' does not decode ({exc}); the file is corrupt.") from exc
-    symbols = symbols.astype(np.int64)
+    symbols = symbols.astype(np.int32, copy=False)  # alphabet ≤ 4096: int32 halves the decoder's memory
     if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet or not freqs[symbols].all()):
         raise FormatError(f"{r.what}: stream '{field}' decodes to symbols its model forbids; the file is corrupt.")
     return symbols, alphabet

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from netrazor.codec.binary import Reader, Writer
-from netrazor.codec.entropy import MAX_ALPHABET, decode_stream, empirical_entropy_bits, encode_stream
+from netrazor.codec.entropy import MAX_ALPHABET, decode_stream, encode_stream, quantize_frequencies
 from netrazor.errors import FormatError
 
 ALL, NONE, BITMAP, BITMAP_ANS, GAPS_ANS = 0, 1, 2, 3, 4
@@ -26,10 +26,13 @@ POSITION_KIND_NAMES = {ALL: "all", NONE: "none", BITMAP: "bitmap", BITMAP_ANS: "
 GAP_ALPHABETS = tuple(2**k for k in range(1, 13))  # 2 … 4096
 
 
-def gap_symbols(mask: np.ndarray, alphabet: int) -> np.ndarray:
+def _gaps(mask: np.ndarray) -> np.ndarray:
+    return np.diff(np.concatenate(([-1], np.flatnonzero(mask)))) - 1  # zeros before each survivor
+
+
+def gap_symbols(mask: np.ndarray, alphabet: int, gaps: np.ndarray | None = None) -> np.ndarray:
     """Gap symbols of a flat mask with escape ``alphabet-1`` (see module docstring)."""
-    idx = np.flatnonzero(mask)
-    gaps = np.diff(np.concatenate(([-1], idx))) - 1  # zeros before each survivor
+    gaps = _gaps(mask) if gaps is None else gaps
     esc = alphabet - 1
     n_esc = gaps // esc
     rem = gaps - n_esc * esc
@@ -41,13 +44,34 @@ def gap_symbols(mask: np.ndarray, alphabet: int) -> np.ndarray:
     return out
 
 
+def _gap_counts(gaps: np.ndarray, alphabet: int) -> np.ndarray:
+    """Symbol counts of ``gap_symbols`` without building the stream."""
+    esc = alphabet - 1
+    n_esc = gaps // esc
+    counts = np.bincount(gaps - n_esc * esc, minlength=alphabet).astype(np.int64)
+    counts[esc] += int(n_esc.sum())
+    return counts
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    c = counts[counts > 0].astype(np.float64)
+    return float(-(c * np.log2(c / c.sum())).sum()) if c.size else 0.0
+
+
+def _estimate_stream_bytes(counts: np.ndarray) -> float:
+    """Entropy + frequency table + framing: within a few bytes of what encode_stream writes."""
+    freqs = quantize_frequencies(counts)
+    table = sum(1 if f < 128 else 2 if f < 16384 else 3 for f in freqs.tolist())
+    return _entropy_bits(counts) / 8 + table + 12
+
+
 def gaps_to_mask(symbols: np.ndarray, alphabet: int, numel: int, nnz: int, what: str) -> np.ndarray:
     esc = alphabet - 1
     is_esc = symbols == esc
     if int((~is_esc).sum()) != nnz or (symbols.size and is_esc[-1]):
         raise FormatError(f"{what}: gap stream does not describe {nnz} survivors; the file is corrupt.")
     step = symbols + (~is_esc)  # an escape skips esc zeros; a gap g skips g zeros and one survivor
-    pos = np.cumsum(step)[~is_esc] - 1
+    pos = np.cumsum(step, dtype=np.int64)[~is_esc] - 1
     if pos.size and pos[-1] >= numel:
         raise FormatError(f"{what}: gap stream points past the tensor's {numel} elements; the file is corrupt.")
     mask = np.zeros(numel, dtype=bool)
@@ -60,30 +84,35 @@ def encode_positions(mask: np.ndarray) -> tuple[bytes, int, float, float]:
 
     ``stream_bound_bits`` is the Shannon bound (empirical entropy × count) of the symbol stream
     of the chosen encoding; ``mask_entropy_bits`` is ``numel·H(density)`` (the order-0 bound of
-    the mask itself), reported as a reference.
+    the mask itself), reported as a reference. The ANS candidates are ranked by an estimate
+    (entropy + table) and only the best is actually coded.
     """
     numel, nnz = mask.size, int(mask.sum())
-    mask_bits = empirical_entropy_bits(mask.astype(np.int32))
+    mask_counts = np.array([numel - nnz, nnz], dtype=np.int64)
+    mask_bits = _entropy_bits(mask_counts)
     if nnz == numel:
         return b"", ALL, 0.0, mask_bits
     if nnz == 0:
         return b"", NONE, 0.0, mask_bits
-    candidates: list[tuple[bytes, int, float]] = []
-    candidates.append((np.packbits(mask, bitorder="little").tobytes(), BITMAP, mask_bits))
-    w = Writer()
-    encode_stream(mask.astype(np.int32), 2, w)
-    candidates.append((w.getvalue(), BITMAP_ANS, mask_bits))
-    max_gap = int(np.diff(np.concatenate(([-1], np.flatnonzero(mask)))).max())
+    gaps = _gaps(mask)
+    max_gap = int(gaps.max()) + 1
+    options: list[tuple[float, int, int, np.ndarray]] = [(_estimate_stream_bytes(mask_counts), BITMAP_ANS, 2, mask_counts)]
     for a in GAP_ALPHABETS:
-        syms = gap_symbols(mask, a)
-        w = Writer()
-        w.varint(a)
-        encode_stream(syms, a, w)
-        candidates.append((w.getvalue(), GAPS_ANS, empirical_entropy_bits(syms)))
+        counts = _gap_counts(gaps, a)
+        options.append((_estimate_stream_bytes(counts) + 2, GAPS_ANS, a, counts))
         if a > max_gap:  # larger alphabets only add unused table entries
             break
-    payload, kind, bound = min(candidates, key=lambda c: len(c[0]))
-    return payload, kind, bound, mask_bits
+    _, kind, alphabet, counts = min(options, key=lambda o: o[0])
+    w = Writer()
+    if kind == BITMAP_ANS:
+        encode_stream(mask.astype(np.int32), 2, w)
+    else:
+        w.varint(alphabet)
+        encode_stream(gap_symbols(mask, alphabet, gaps), alphabet, w)
+    bitmap = np.packbits(mask, bitorder="little").tobytes()
+    if len(bitmap) <= len(w):
+        return bitmap, BITMAP, mask_bits, mask_bits
+    return w.getvalue(), kind, _entropy_bits(counts), mask_bits
 
 
 def decode_positions(r: Reader, kind: int, numel: int, nnz: int) -> np.ndarray:
