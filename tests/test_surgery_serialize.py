@@ -134,3 +134,17 @@ def test_plain_zoo_checkpoints_load_too(tmp_path):
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_zoo_model_with_a_branch_swapped_for_a_zero_branch_saves_as_zoo(tmp_path):
+    models = pytest.importorskip("netrazor.models")
+    structures = pytest.importorskip("netrazor.methods.gates.structures")
+    model = models.build_model("resnet20").eval()
+    model.layer2[1].branch = structures.ZeroBranch()  # what the gates method does to a removed layer
+    header = save_model(model, tmp_path / "zb")
+    assert header["kind"] == "zoo"
+    assert header["changed"] == {"layer2.1.branch": {"type": "ZeroBranch", "args": {}}}
+    x = torch.randn(2, 3, 32, 32)
+    got = _fresh_process_outputs(tmp_path, {"zb": x})
+    with torch.no_grad():
+        torch.testing.assert_close(got["zb"], model(x))

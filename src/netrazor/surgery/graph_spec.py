@@ -29,7 +29,7 @@ FUNCTIONS: dict[str, Any] = {
 _FN_NAMES = {id(fn): name for name, fn in reversed(list(FUNCTIONS.items()))}
 _FN_NAMES[id(operator.iadd)] = "operator.iadd"
 METHODS = {"view", "reshape", "flatten", "size", "mean", "add", "relu", "contiguous", "permute", "chunk",
-           "transpose", "squeeze", "unsqueeze", "mul", "sum"}
+           "transpose", "squeeze", "unsqueeze", "mul", "sum", "new_zeros", "index_select"}
 
 
 def _encode(value: Any) -> Any:

@@ -63,6 +63,24 @@ try:  # netrazor's own parameter-free block helpers
 except ImportError:  # the zoo is optional for surgery
     pass
 
+_EXTRAS_LOADED = False
+
+
+def _load_method_layers() -> None:
+    """Layers the methods create (gates: removed branch, input-selecting first layer); imported late
+    because those packages may import surgery themselves."""
+    global _EXTRAS_LOADED
+    if _EXTRAS_LOADED:
+        return
+    _EXTRAS_LOADED = True
+    try:
+        from netrazor.methods.gates.structures import InputSelectLinear, ZeroBranch
+    except ImportError:
+        return
+    EXTRACT["ZeroBranch"] = (ZeroBranch, lambda m: {})
+    EXTRACT["InputSelectLinear"] = (InputSelectLinear, lambda m: {
+        "in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None})
+
 
 class Unsupported(Exception):
     """A module or op that cannot be written as data."""
@@ -70,6 +88,7 @@ class Unsupported(Exception):
 
 def layer_record(module: nn.Module) -> dict[str, Any]:
     """``{"type": name, "args": {...}}`` of a whitelisted layer; raises Unsupported otherwise."""
+    _load_method_layers()
     for name, (cls, extract) in EXTRACT.items():
         if type(module) is cls:
             return {"type": name, "args": extract(module)}
@@ -78,6 +97,7 @@ def layer_record(module: nn.Module) -> dict[str, Any]:
 
 def build_layer(record: dict) -> nn.Module:
     """Inverse of :func:`layer_record` (fresh parameters; weights are loaded afterwards)."""
+    _load_method_layers()
     if not isinstance(record, dict) or record.get("type") not in EXTRACT or not isinstance(record.get("args"), dict):
         raise CheckpointError(
             f"layer record {str(record)[:120]!r} is not one of the whitelisted layers "

@@ -52,7 +52,9 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def _zoo_changes(model: nn.Module) -> dict | None:
-    """``{"spec", "changed"}`` if ``model`` is a zoo model with only leaf layers changed, else None."""
+    """``{"spec", "changed"}`` if ``model`` is a zoo model whose tree differs from a fresh build only
+    by swapped or re-shaped whitelisted layers (a whole subtree may be swapped for one layer, e.g.
+    a residual branch replaced by a zero branch); None otherwise."""
     spec = getattr(model, "netrazor_spec", None)
     if not isinstance(spec, dict) or isinstance(model, fx.GraphModule):
         return None
@@ -61,28 +63,37 @@ def _zoo_changes(model: nn.Module) -> dict | None:
     fresh = model_from_spec(spec)
     ours = dict(model.named_modules())
     theirs = dict(fresh.named_modules())
-    if set(ours) != set(theirs):
-        return None
-    changed = {}
-    for name, module in ours.items():
-        ref = theirs[name]
-        leaf = not list(module.children())
-        if not leaf or list(ref.children()):
-            if type(module) is not type(ref) or bool(list(ref.children())) != (not leaf):
+    changed: dict[str, dict] = {}
+
+    def under_changed(name: str) -> bool:
+        return any(name.startswith(c + ".") for c in changed)
+
+    for name, module in ours.items():  # parents come before children
+        if under_changed(name):
+            return None  # a swapped layer with children of its own is not a whitelisted leaf
+        ref = theirs.get(name)
+        if list(module.children()):
+            if ref is None or type(module) is not type(ref):
+                return None
+            if set(dict(module.named_children())) != set(dict(ref.named_children())):
                 return None
             continue
         try:
             rec = layer_record(module)
         except Unsupported:
-            if type(module) is not type(ref):
+            if ref is None or type(module) is not type(ref) or list(ref.children()):
                 return None
             continue  # an unchanged non-whitelisted leaf of the zoo is rebuilt by the zoo itself
+        if ref is None:
+            return None
         try:
-            same = layer_record(ref) == rec
+            same = not list(ref.children()) and layer_record(ref) == rec
         except Unsupported:
             same = False
         if not same:
             changed[name] = rec
+    if any(name not in ours and not under_changed(name) for name in theirs):
+        return None
     return {"spec": spec, "changed": changed}
 
 
