@@ -80,3 +80,13 @@ def test_tolerance_stops_a_layer_and_hessian_pool_runs():
     assert rec["overall_density"] == pytest.approx(0.3, abs=1e-3)
     with pytest.raises(ConfigError):
         EvolutionMethod(targets=0.3, candidate_pool="nope", finetune_epochs=0).run(model, adapter)
+
+
+@pytest.mark.parametrize("bad", [dict(targets=1.5), dict(elite=0), dict(split_rule="x"), dict(divergence="x"),
+                                 dict(eval_split="test"), dict(temperature=0.0), dict(targets={"fc1": -0.1})])
+def test_bad_knobs_raise_config_and_value_error(bad):
+    # ConfigError for the CLI, ValueError for the recipe validator (pipeline.stages)
+    with pytest.raises(ConfigError):
+        EvolutionMethod(**bad)
+    with pytest.raises(ValueError):
+        EvolutionMethod(**bad)

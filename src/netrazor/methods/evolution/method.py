@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 EVAL_SPLITS = ("val", "train")
 
 
+class KnobError(ConfigError, ValueError):
+    """A bad knob value: a ``ConfigError`` for the CLI, a ``ValueError`` for the recipe validator
+    (``pipeline.stages.validate_stages`` builds methods from recipes and catches ValueError)."""
+
+
 @dataclass
 class EvolutionMethod:
     """Directed-evolution sparsification; ``run(model, adapter) -> (student, record)``.
@@ -105,21 +110,32 @@ class EvolutionMethod:
     progress: Callable[[dict], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.eval_split not in EVAL_SPLITS:
-            raise ConfigError(
-                f"eval_split={self.eval_split!r} is not allowed; use 'val' (default) or 'train' — "
-                "the test split is only for the final number."
-            )
-        if self.evaluator not in ("vectorised", "looped"):
-            raise ConfigError(f"unknown evaluator {self.evaluator!r}; use 'vectorised' or 'looped'.")
-        if self.population < 1 or not 1 <= self.elite <= self.population:
-            raise ConfigError(f"need population >= 1 and 1 <= elite <= population, got {self.population}/{self.elite}.")
-        if self.generations < 1 or self.cycles < 1:
-            raise ConfigError("generations and cycles must be >= 1; pass positive integers.")
-        if self.pool_factor < 1:
-            raise ConfigError(f"pool_factor must be >= 1 (the pool holds at least k weights), got {self.pool_factor}.")
-        if not 0 <= self.mutation_rate <= 1:
-            raise ConfigError(f"mutation_rate must be in [0, 1], got {self.mutation_rate}.")
+        from netrazor.methods.evolution.divergence import DIVERGENCES
+        from netrazor.methods.evolution.saliency import POOLS
+        from netrazor.methods.evolution.targets import SPLIT_RULES
+
+        checks = [
+            (self.eval_split in EVAL_SPLITS, f"eval_split={self.eval_split!r} is not allowed; use 'val' (default) or "
+             "'train' — the test split is only for the final number."),
+            (self.evaluator in ("vectorised", "looped"), f"unknown evaluator {self.evaluator!r}; use 'vectorised' or 'looped'."),
+            (self.population >= 1 and 1 <= self.elite <= self.population,
+             f"need population >= 1 and 1 <= elite <= population, got {self.population}/{self.elite}."),
+            (self.generations >= 1 and self.cycles >= 1, "generations and cycles must be >= 1; pass positive integers."),
+            (self.pool_factor >= 1, f"pool_factor must be >= 1 (the pool holds at least k weights), got {self.pool_factor}."),
+            (0 <= self.mutation_rate <= 1, f"mutation_rate must be in [0, 1], got {self.mutation_rate}."),
+            (self.split_rule in SPLIT_RULES, f"unknown split_rule {self.split_rule!r}; choose one of {', '.join(SPLIT_RULES)}."),
+            (self.candidate_pool in POOLS, f"unknown candidate_pool {self.candidate_pool!r}; choose one of {', '.join(POOLS)}."),
+            (callable(self.divergence) or self.divergence in DIVERGENCES,
+             f"unknown divergence {self.divergence!r}; choose one of {', '.join(DIVERGENCES)} or pass a callable."),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}; 4.0 is the usual choice."),
+            (self.eval_size >= 1 and self.finetune_epochs >= 0, "eval_size must be >= 1 and finetune_epochs >= 0."),
+        ]
+        densities = self.targets.values() if isinstance(self.targets, dict) else [self.targets]
+        checks.append((all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in densities),
+                       f"targets must be densities in [0, 1] (fraction of weights kept), got {self.targets!r}."))
+        for ok, message in checks:
+            if not ok:
+                raise KnobError(message)
 
     # ------------------------------------------------------------------ helpers
     def eval_batch(self, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -198,6 +214,7 @@ class EvolutionMethod:
         cycles: list[dict] = []
         total_evaluated, search_seconds = 0, 0.0
         before = self._snapshot(student, x, teacher_logits, divergence, adapter)
+        nonzero_before = _nonzero(student)
 
         for cycle in range(1, self.cycles + 1):
             fisher = None
@@ -254,6 +271,11 @@ class EvolutionMethod:
                            "reached": int(masks[n].sum()) <= counts[n], "stopped": stopped.get(n)}
                        for n in layers},
             "overall_density": self._overall(masks),
+            # Unstructured zeros: parameter count, MACs and dense latency do not change; the
+            # non-zero count is what shrinks (and what the codec stores).
+            "params": sum(p.numel() for p in student.parameters()),
+            "nonzero_before": nonzero_before,
+            "nonzero_after": _nonzero(student),
             "before": before,
             "after": cycles[-1] if cycles else before,
             "steps": steps,
@@ -281,8 +303,12 @@ class EvolutionMethod:
             log.debug("netrazor.measure unavailable; reporting no validation accuracy")
         return out
 
-    def _knobs(self) -> dict:
+    def _knobs(self) -> dict:  # noqa: D401 - JSON-able copy of the knobs
         knobs = {k: v for k, v in asdict(self).items() if k != "progress"}
         if callable(self.divergence):
             knobs["divergence"] = getattr(self.divergence, "__name__", "callable")
         return knobs
+
+
+def _nonzero(model: nn.Module) -> int:
+    return sum(int((p != 0).sum()) for p in model.parameters())
