@@ -100,3 +100,16 @@ def test_magnitude_prune_exact_count_and_masks_survive_updates():
     KeepMasks(masks).on_step_end(t, 0, 0.0)
     assert int((model[0].weight == 0).sum()) == 7
     assert masks.mean_abs(model, ["0"]) == pytest.approx(float(model[0].weight.detach().abs().sum() / 23))
+
+
+def test_temperature_spreads_the_budget_and_one_is_the_egp_rule():
+    H = {"a": 0.3, "b": 0.6, "c": 0.9}
+    m = {"a": 0.05, "b": 0.1, "c": 0.1}
+    alive = {"a": 10_000, "b": 10_000, "c": 10_000}
+    sharp = allocate(H, m, alive, zeta=0.3)
+    assert sharp == allocate(H, m, alive, zeta=0.3, temperature=1.0)
+    soft = allocate(H, m, alive, zeta=0.3, temperature=50.0)
+    assert max(soft.values()) < max(sharp.values())
+    assert sum(soft.values()) == sum(sharp.values()) == 9000
+    with pytest.raises(ConfigError):
+        allocate(H, m, alive, temperature=0.0)

@@ -96,19 +96,27 @@ def allocate(
     alive: Mapping[str, int],
     zeta: float = 0.5,
     eps: float = 1e-12,
+    temperature: float = 1.0,
 ) -> dict[str, int]:
-    """Weights to prune per layer this round: B = zeta * sum(alive), shared by softmax(I).
+    """Weights to prune per layer this round: B = zeta * sum(alive), shared by softmax(I / temperature).
 
     Returns integer budgets that sum to round(B) and never exceed ``alive``.
+    [REC] ``temperature`` (default 1: the EGP rule) is our knob: I_l is of the order of the number
+    of layers, so softmax(I) is close to an arg-max and usually empties one layer per round; a
+    temperature > 1 spreads the budget (useful for plain nets, where an emptied layer cuts the
+    signal path).
     """
     if not 0.0 <= zeta <= 1.0:
         raise ConfigError(f"zeta must be in [0, 1], got {zeta}; it is the fraction of alive weights pruned per round.")
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}; 1 is the EGP rule.")
     names = [n for n in entropy if alive.get(n, 0) > 0]
     if not names:
         return {n: 0 for n in entropy}
     total_alive = sum(int(alive[n]) for n in names)
     budget = int(round(zeta * total_alive))
-    shares = softmax(irrelevance({n: entropy[n] for n in names}, {n: magnitude[n] for n in names}, eps))
+    irr = irrelevance({n: entropy[n] for n in names}, {n: magnitude[n] for n in names}, eps)
+    shares = softmax({n: v / temperature for n, v in irr.items()})
     fractional = share_budget(budget, shares, {n: int(alive[n]) for n in names})
     result = integer_budget(fractional, {n: int(alive[n]) for n in names}, budget)
     return {n: result.get(n, 0) for n in entropy}

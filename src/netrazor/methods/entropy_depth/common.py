@@ -6,14 +6,14 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from torch import nn
 
 from netrazor.errors import ConfigError
 from netrazor.methods.entropy_depth.entropy import LayerEntropy, find_rectifiers, rectifier_entropy
 from netrazor.methods.entropy_depth.finish import finish
-from netrazor.methods.entropy_depth.measure import measure_cost
+from netrazor.methods.entropy_depth.measure import measure_cost, paired_latency
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class DepthKnobs:
     latency_repeats  timing repeats for batch 1 (batch 64 uses a third).
     eval_test        evaluate the test split per round, for the record only (never for decisions).
     finish_samples   training examples on which surgery judges constant channels and checks folds.
+    retrain_lr       learning rate of the retraining between rounds (None: the recipe's). [REC]
+                     A fine-tuning rate (e.g. 0.2 x the recipe's) keeps a heavily pruned net from
+                     diverging in a one-epoch cosine cycle.
     """
 
     delta: float = 0.01
@@ -47,6 +50,7 @@ class DepthKnobs:
     latency_repeats: int = 30
     eval_test: bool = True
     finish_samples: int = 1024
+    retrain_lr: float | None = None
 
     def _check(self) -> None:
         if not 0 <= self.delta <= 1:
@@ -60,6 +64,10 @@ class DepthKnobs:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     # ------------------------------------------------------------------ shared steps
+    def retrain(self, model: nn.Module, adapter: Any, epochs: int, callbacks: Sequence[Any] = ()) -> Any:
+        overrides = {} if self.retrain_lr is None else {"lr": self.retrain_lr}
+        return adapter.train(model, epochs=epochs, callbacks=list(callbacks), **overrides)
+
     def measure_entropy(self, model: nn.Module, adapter: Any) -> dict[str, LayerEntropy]:
         return rectifier_entropy(model, adapter.data, split=self.entropy_split, max_samples=self.entropy_samples, device=adapter.device)
 
@@ -80,7 +88,7 @@ class DepthKnobs:
         if not rects:
             raise ConfigError(f"{method} needs rectifiers (ReLU, ReLU6, LeakyReLU, PReLU, GELU modules); the model has none.")
         dense_eval = self.evaluate(model, adapter)
-        cost = measure_cost(model, adapter.input_shape, latency=self.measure_latency, repeats=self.latency_repeats)
+        cost = measure_cost(model, adapter.input_shape, latency=False)
         record: dict[str, Any] = {
             "method": method,
             "knobs": self.knobs(),
@@ -91,6 +99,7 @@ class DepthKnobs:
             "rounds": [],
             "linearised": [],
             "_t0": time.perf_counter(),
+            "_dense_model": copy.deepcopy(model) if self.measure_latency else None,
         }
         if "test_accuracy" in dense_eval:
             record["test_accuracy_dense"] = dense_eval["test_accuracy"]
@@ -122,8 +131,11 @@ class DepthKnobs:
         record["params_before_surgery"] = pre["params"]
         if "macs" in pre:
             record["macs_before_surgery"] = pre["macs"]
-        record.update(measure_cost(model, adapter.input_shape, latency=self.measure_latency, repeats=self.latency_repeats))
         record["compress_seconds"] = time.perf_counter() - record.pop("_t0")
+        dense = record.pop("_dense_model")
+        record.update(measure_cost(model, adapter.input_shape, latency=False))
+        if self.measure_latency and dense is not None:
+            record.update(paired_latency(dense, model, adapter.input_shape, self.latency_repeats))
         return model, record
 
 

@@ -45,7 +45,7 @@ class EasierMethod(DepthKnobs):
                 break
             target = min(active, key=lambda n: (ent[n].entropy, active.index(n)))
             inexact += linearise(model, target, ent[target], links.producer.get(target))
-            adapter.train(model, epochs=self.retrain_epochs)
+            self.retrain(model, adapter, self.retrain_epochs)
             scores = self.evaluate(model, adapter)
             entry = {"round": rnd, "entropy": entropy_table(ent), "linearised": [target], **scores}
             record["rounds"].append(entry)

@@ -9,9 +9,14 @@ surgery folds the linear sections.
 [REC] choices, each a knob:
 - alpha is projected onto [0, 1] after every step: |1 - alpha^2| is also minimal at alpha = -1,
   where f(z) = |z| is not linear, so the projection keeps the penalty pointing at the identity.
-- d|1 - alpha^2|/d alpha = -2 alpha vanishes at alpha = 0: started exactly at 0 (``alpha_init``,
-  pure ReLU as the paper) a layer only feels the penalty once the data gradient has moved its
-  alpha above 0; ``alpha_init = 0.01`` (LeakyReLU's usual slope) lets the penalty act from step one.
+- d|1 - alpha^2|/d alpha = -2 alpha vanishes at alpha = 0: started exactly at 0 (pure ReLU) a
+  layer only feels the penalty once the data gradient has moved its alpha above 0, and with the
+  projection most layers never do (measured: 6 of 8 VGG-11 slopes stayed at exactly 0 after 5
+  epochs). So ``alpha_init`` defaults to 0.01, LeakyReLU's usual slope (behaves like ReLU to
+  1 %), which lets the penalty act from step one; ``alpha_init=0`` is the strict variant.
+- lambda = 0.5 by default: alpha grows roughly like exp(2 lambda lr t / (1 - momentum)) under the
+  penalty alone, so a few hundred steps at a fine-tuning lr of 0.01 can reach 1 where the data
+  does not resist.
 - Layers below the threshold are NOT turned back into ReLU (that would change the function):
   they stay ``nn.LeakyReLU(negative_slope=alpha)`` with the learned alpha (``nn.ReLU`` if alpha = 0).
 - alpha is excluded from nothing: the recipe's weight decay also applies to it (it pulls
@@ -73,14 +78,14 @@ class LayerFoldingMethod(DepthKnobs):
     train_epochs     epochs trained with the penalty (None: the adapter recipe's epochs).
     threshold        alpha at or above which a layer is folded (0.9, METHODS.md).
     finetune_epochs  epochs after setting the folded slopes to 1 exactly.
-    alpha_init       starting slope (0 = ReLU; see the module docstring).
+    alpha_init       starting slope (0 = ReLU, default 0.01; see the module docstring).
     """
 
-    penalty: float = 0.05
+    penalty: float = 0.5
     train_epochs: int | None = None
     threshold: float = 0.9
     finetune_epochs: int = 1
-    alpha_init: float = 0.0
+    alpha_init: float = 0.01
 
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
         if not 0 < self.threshold <= 1:
@@ -91,8 +96,8 @@ class LayerFoldingMethod(DepthKnobs):
         for n in names:
             set_module(model, n, SlopeActivation(self.alpha_init))
         epochs = self.train_epochs if self.train_epochs is not None else adapter.train_config.epochs
-        adapter.train(model, epochs=epochs, callbacks=[SlopePenalty(self.penalty)])
-        alphas = {n: float(m.alpha) for n, m in slope_modules(model).items()}
+        self.retrain(model, adapter, epochs, [SlopePenalty(self.penalty)])
+        alphas = {n: float(m.alpha.detach()) for n, m in slope_modules(model).items()}
         scores = self.evaluate(model, adapter)
         record["rounds"].append({"round": 1, "phase": "penalised", "alpha": alphas, **scores})
         folded = [n for n, a in alphas.items() if a >= self.threshold]
@@ -104,7 +109,7 @@ class LayerFoldingMethod(DepthKnobs):
             else:
                 set_module(model, n, nn.LeakyReLU(negative_slope=a))
         if folded and self.finetune_epochs > 0:
-            adapter.train(model, epochs=self.finetune_epochs)
+            self.retrain(model, adapter, self.finetune_epochs)
         scores = self.evaluate(model, adapter)
         record["rounds"].append({"round": 2, "phase": "folded+finetuned", "folded": folded, **scores})
         record["linearised"] = folded

@@ -41,10 +41,12 @@ class NepentheMethod(DepthKnobs):
 
     zeta   fraction of the alive prunable weights pruned per round (EGP default 0.5).
     eps    floor of H_l * m_l in the irrelevance denominator ([REC], see ``budget``).
+    temperature  softmax temperature of the shares ([REC]; 1 = EGP, see ``budget.allocate``).
     """
 
     zeta: float = 0.5
     eps: float = 1e-12
+    temperature: float = 1.0
 
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
         record = self.start(model, adapter, "nepenthe")
@@ -74,13 +76,14 @@ class NepentheMethod(DepthKnobs):
                     {r: masks.alive(feeding[r]) for r in layers},
                     zeta=self.zeta,
                     eps=self.eps,
+                    temperature=self.temperature,
                 )
                 for r, b in budgets.items():
                     masks.prune(model, feeding[r], b)
             if not layers and not now_linear:
                 log.info("round %d: nothing left to prune or linearise; stopping", rnd)
                 break
-            adapter.train(model, epochs=self.retrain_epochs, callbacks=[KeepMasks(masks)])
+            self.retrain(model, adapter, self.retrain_epochs, [KeepMasks(masks)])
             scores = self.evaluate(model, adapter)
             prunable_total = sum(m.numel() for m in masks.masks.values())
             entry = {

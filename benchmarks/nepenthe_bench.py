@@ -1,0 +1,136 @@
+"""Benchmark: NEPENTHE vs EASIER vs Layer Folding on the same dense model and schedule.
+
+    python -m benchmarks.nepenthe_bench --task fmnist-vgg11 --method nepenthe --seed 0 [--quick]
+
+Trains (or loads from ``runs/bench-dense/``) the dense model with the task's documented schedule,
+runs the method through ``netrazor.methods.entropy_depth``, measures everything with
+``netrazor.measure`` in this one process, and writes
+``benchmarks/results/<task>/<method>-seed<N>.json`` (DESIGN.md keys; ``--quick`` runs write
+``<method>-seed<N>-quick.json`` so they never pass for full runs).
+
+Schedules (reduced to fit a few CPU hours on 2 cores; docs/methods/nepenthe.md):
+  fmnist-vgg11      VGG-11 (BN) width x0.5 on Fashion-MNIST; dense: the vgg11/fashion-mnist recipe
+                    for --epochs (default 8); methods: <= 6 rounds x 1 retraining epoch at 0.2 x the
+                    recipe's lr, delta 1 pt; entropy on 10 000 training images.
+  cifar10-resnet20  ResNet-20 on CIFAR-10; dense: the resnet20/cifar10 recipe for --epochs
+                    (default 20); methods as above.
+  layer-folding     trains rounds x retrain_epochs - 1 epochs with the penalty, then 1 fine-tune
+                    epoch: the same epoch budget as the other two.
+  --quick           width x0.25, 6000 training / 2000 validation images, 3 dense epochs, 3 rounds:
+                    shows the pipeline end to end in minutes; its numbers are not the claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from netrazor.data import load_data
+from netrazor.measure import model_bytes
+from netrazor.methods.base import Adapter
+from netrazor.methods.entropy_depth import METHODS
+from netrazor.models import build_model, load_model, save_model
+from netrazor.models.io import read_checkpoint_json
+from netrazor.pipeline.records import make_record, write_record
+from netrazor.train import default_config
+
+log = logging.getLogger("nepenthe_bench")
+
+TASKS = {
+    "fmnist-vgg11": dict(model="vgg11", data="fashion-mnist", width=0.5, epochs=8),
+    "cifar10-resnet20": dict(model="resnet20", data="cifar10", width=1.0, epochs=20),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--method", choices=sorted(METHODS), required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="dense training epochs (default: the task's)")
+    p.add_argument("--quick", action="store_true", help="tiny end-to-end run (see module docstring)")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--retrain-epochs", type=int, default=1)
+    p.add_argument("--delta", type=float, default=0.01, help="allowed validation accuracy drop (fraction)")
+    p.add_argument("--entropy-samples", type=int, default=10000)
+    p.add_argument("--retrain-lr-scale", type=float, default=0.2, help="retraining lr = this x the recipe's lr")
+    p.add_argument("--results", default="benchmarks/results")
+    p.add_argument("--cache", default="runs/bench-dense")
+    return p.parse_args(argv)
+
+
+def prepare(args):
+    task = TASKS[args.task]
+    data = load_data(task["data"], seed=0)
+    width, epochs = task["width"], args.epochs or task["epochs"]
+    if args.quick:
+        width, epochs = 0.25, args.epochs or 3
+        g = torch.Generator().manual_seed(args.seed)
+        data = dataclasses.replace(
+            data,
+            train=data.train.subset(torch.randperm(len(data.train), generator=g)[:6000]),
+            val=data.val.subset(torch.arange(min(2000, len(data.val)))),
+        )
+    config = dataclasses.replace(default_config(task["model"], task["data"]), epochs=epochs, seed=args.seed)
+    return task, data, width, config
+
+
+def dense_model(args, task, data, width, config):
+    tag = f"{args.task}-w{width}-e{config.epochs}-seed{args.seed}{'-quick' if args.quick else ''}"
+    path = Path(args.cache) / tag
+    adapter = Adapter(data=data, train_config=config)
+    if Path(str(path) + ".safetensors").exists():
+        log.info("loading dense model %s", path)
+        return load_model(path), adapter, read_checkpoint_json(path).get("extra", {}).get("train_seconds")
+    torch.manual_seed(args.seed)
+    model = build_model(task["model"], num_classes=data.num_classes, in_channels=data.in_channels,
+                        input_size=data.image_size, width_mult=width)
+    t0 = time.perf_counter()
+    adapter.train(model)
+    seconds = time.perf_counter() - t0
+    save_model(model, path, extra={"train_seconds": seconds})
+    return model, adapter, seconds
+
+
+def main(argv=None) -> Path:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    args = parse_args(argv)
+    task, data, width, config = prepare(args)
+    model, adapter, train_seconds = dense_model(args, task, data, width, config)
+    bytes_dense = model_bytes(model)
+    knobs = dict(delta=args.delta, retrain_epochs=args.retrain_epochs, entropy_samples=args.entropy_samples,
+                 retrain_lr=config.lr * args.retrain_lr_scale)
+    rounds = args.rounds or (3 if args.quick else 6)
+    if args.method == "layer-folding":
+        knobs.update(train_epochs=max(1, rounds * args.retrain_epochs - 1), finetune_epochs=1)
+    else:
+        knobs["rounds"] = rounds
+    method = METHODS[args.method](**knobs)
+    out, rec = method.run(copy.deepcopy(model), adapter)
+    fields = {k: rec[k] for k in ("params", "params_dense", "macs", "macs_dense", "latency_ms_b1", "latency_ms_b1_dense",
+                                  "latency_ms_b64", "latency_ms_b64_dense", "test_error", "val_error",
+                                  "test_error_dense", "layers", "layers_dense", "compress_seconds") if k in rec}
+    extra = {k: v for k, v in rec.items() if k not in fields}
+    extra.update(quick=args.quick, width_mult=width, dense_epochs=config.epochs,
+                 train_images=len(data.train), val_images=len(data.val))
+    if train_seconds is not None:
+        fields["train_seconds_dense"] = train_seconds
+    record = make_record(args.task, args.method, args.seed, task["model"], task["data"], bytes=model_bytes(out),
+                         bytes_dense=bytes_dense, extra=extra, **fields)
+    name = f"{args.method}-seed{args.seed}{'-quick' if args.quick else ''}"
+    path = write_record(record, args.results, name=name)
+    log.info("wrote %s: layers %s -> %s, val error %.4f -> %.4f, MACs %s -> %s, latency b1 %.3f -> %.3f ms",
+             path, rec["layers_dense"], rec["layers"], rec["val_error_dense"], rec["val_error"], rec.get("macs_dense"),
+             rec.get("macs"), rec.get("latency_ms_b1_dense", float("nan")), rec.get("latency_ms_b1", float("nan")))
+    return path
+
+
+if __name__ == "__main__":
+    main()
