@@ -1,0 +1,222 @@
+"""Benchmark of EBCLE: (a) the entropy bound vs the identity probe on a trained deep model, and
+(b) the deep baseline vs the EBCLE-shaped (broader, shallower) model under the same recipe.
+
+    python -m benchmarks.ebcle_bench --data mnist --deep resnet32 --seeds 0,1,2 --epochs 3 [--quick]
+    python -m benchmarks.ebcle_bench --data cifar10 --deep resnet56 --seeds 0,1,2 --epochs 15 --train-size 0
+    python -m benchmarks.ebcle_bench --fit mnist-resnet32,fashion-mnist-resnet32,cifar10-resnet32
+
+Per seed: build and train the deep model (``default_config(deep, data)`` with ``--epochs`` and the
+seed), time it, evaluate it (val and test), probe it on the first 256 validation images; build
+the EBCLE-shaped model (``shape(deep, bound, keep)``; same params by default), train it with the
+same recipe, time it, evaluate it. After all seeds: Welch t-tests (scipy) on training seconds and
+test error. Records (DESIGN.md keys) go to ``benchmarks/results/<data>-<deep>/dense-seed<N>.json``
+and ``ebcle-seed<N>.json`` (``-quick`` appended to the file name for --quick runs, so they never
+pass for full runs), the probe plot of each seed to ``ebcle-probe-seed<N>.png`` beside them.
+
+Reduced schedules (2 shared CPU cores; docs/methods/ebcle.md):
+  default     ``--train-size`` training images (default 10 000, a fixed random subset drawn
+              with generator seed 0; 0 = the whole split), the first ``--val-size`` validation
+              images (default 2 000; per-epoch validation is part of the timed training) and the
+              full test split, ``--epochs`` (default 3) epochs of the data set's recipe.
+  --quick     resnet20 unless --deep is given, 6 000 training images, 2 epochs, first 2 000 test
+              images: shows the pipeline end to end in minutes; its numbers are not the claim.
+  --probe-only  part (a) only (calibration runs): no shaped model is trained.
+  --fit T1,T2,…  no training: fit the default rule's constant k (least squares through the
+              origin of effective conv depth on h*log2(side)) from the dense records of tasks T*.
+Timings: one thread (``torch.set_num_threads(1)``), deep and shaped trained back to back within a
+seed so that both see the same machine load; compare them as ratios, never as absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from netrazor.data import load_data
+from netrazor.data.entropy import dataset_entropy
+from netrazor.measure import count_macs, count_params, evaluate
+from netrazor.methods.base import Adapter
+from netrazor.methods.ebcle import conv_depth, get_rule, identity_probe, plot_probe, probe_batch, shape
+from netrazor.methods.ebcle.rules import entropy_ratio, halvings
+from netrazor.models import build_model
+from netrazor.pipeline.records import make_record, write_record
+from netrazor.train import default_config
+
+log = logging.getLogger("ebcle_bench")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", choices=["mnist", "fashion-mnist", "cifar10"], default="mnist")
+    p.add_argument("--deep", default=None, help="deep baseline (resnet32 default, resnet20 with --quick)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--train-size", type=int, default=None, help="training subset (0 = all)")
+    p.add_argument("--test-size", type=int, default=None, help="first N test images (default all)")
+    p.add_argument("--val-size", type=int, default=2000, help="first N validation images (0 = all 5 000)")
+    p.add_argument("--keep", default="params", choices=["params", "flops", "width"])
+    p.add_argument("--rule", default="entropy-halvings")
+    p.add_argument("--probe-images", type=int, default=256)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--probe-only", action="store_true")
+    p.add_argument("--fit", default=None, help="comma-separated tasks whose dense records calibrate k")
+    p.add_argument("--results", default="benchmarks/results")
+    return p.parse_args(argv)
+
+
+def prepare_data(args):
+    data = load_data(args.data, seed=0)
+    train_size = args.train_size if args.train_size is not None else (6000 if args.quick else 10000)
+    if train_size and train_size < len(data.train):
+        g = torch.Generator().manual_seed(0)  # the same subset for every seed and both models
+        data = dataclasses.replace(data, train=data.train.subset(torch.randperm(len(data.train), generator=g)[:train_size]))
+    if args.val_size and args.val_size < len(data.val):
+        data = dataclasses.replace(data, val=data.val.subset(torch.arange(args.val_size)))
+    test_size = args.test_size if args.test_size is not None else (2000 if args.quick else 0)
+    if test_size and test_size < len(data.test):
+        data = dataclasses.replace(data, test=data.test.subset(torch.arange(test_size)))
+    return data
+
+
+def train_and_measure(model, data, config):
+    adapter = Adapter(data=data, train_config=config)
+    started = time.perf_counter()
+    history = adapter.train(model)
+    seconds = time.perf_counter() - started
+    model = model.to(memory_format=torch.contiguous_format)
+    return {
+        "train_seconds": seconds,
+        "val_error": evaluate(model, data.val, data.mean, data.std)["error"],
+        "test_error": evaluate(model, data.test, data.mean, data.std)["error"],
+        "history": [{k: h[k] for k in ("epoch", "train_loss", "val_acc", "seconds") if k in h} for h in history],
+    }
+
+
+def welch(a, b) -> dict:
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return {"t": None, "p": None, "note": "needs >= 2 seeds per group"}
+    res = stats.ttest_ind(a, b, equal_var=False)
+    return {"t": float(res.statistic), "p": float(res.pvalue)}
+
+
+def mean_std(v):
+    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def run(args) -> list[Path]:
+    deep = args.deep or ("resnet20" if args.quick else "resnet32")
+    epochs = args.epochs or (2 if args.quick else 3)
+    data = prepare_data(args)
+    task = f"{args.data}-{deep}"
+    suffix = "-quick" if args.quick else ""
+    stats = dataset_entropy(data)
+    rule = get_rule(args.rule)
+    bound = int(rule.max_depth(stats, tuple(data.image_size)))
+    build_kw = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
+    _, info = shape(deep, bound, keep=args.keep, **build_kw)
+    shape_kw = {k: info[k] for k in ("depth_mult", "width_mult")}
+    log.info("%s: entropy %.3f bits, bound %d conv layers; %s %d -> %d layers (x%.3f width)", task, stats["mean"],
+             bound, deep, info["layers_original"], info["layers"], info["width_mult"])
+    common = dict(bound=bound, rule=args.rule, entropy_mean=stats["mean"], entropy_ratio=entropy_ratio(stats),
+                  halvings=halvings(data.image_size), epochs=epochs, train_images=len(data.train),
+                  val_images=len(data.val), test_images=len(data.test), quick=args.quick, keep=args.keep)
+    rows, paths = [], []
+    for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
+        config = dataclasses.replace(default_config(deep, args.data), epochs=epochs, seed=seed)
+        torch.manual_seed(seed)
+        dense = build_model(deep, **build_kw)
+        d = train_and_measure(dense, data, config)
+        report = identity_probe(dense, probe_batch(data, args.probe_images))
+        bound_blocks = sum(r["conv_depth"] <= bound for r in report.rows)
+        plot_probe(report, Path(args.results) / task / f"ebcle-probe-seed{seed}{suffix}.png", bound_blocks=bound_blocks,
+                   title=f"{task} seed {seed}: probe vs EBCLE bound")
+        probe = {"effective_depth": report.effective_depth, "effective_conv_layers": report.effective_conv_layers,
+                 "active_blocks": report.active_blocks, "total_blocks": report.total_blocks,
+                 "bound_blocks": bound_blocks, "rows": report.rows, "criterion": report.criterion,
+                 "residual_threshold": report.residual_threshold, "cka_threshold": report.cka_threshold}
+        shape_in = data.input_shape
+        dense_rec = make_record(task, "dense", seed, deep, args.data, params=count_params(dense),
+                                macs=count_macs(dense, shape_in), layers=conv_depth(dense),
+                                train_seconds=d["train_seconds"], val_error=d["val_error"], test_error=d["test_error"],
+                                extra=dict(common, probe=probe, history=d["history"]))
+        paths.append(write_record(dense_rec, args.results, name=f"dense-seed{seed}{suffix}"))
+        log.info("seed %d deep: %.1f s, test error %.4f, probe effective depth %d blocks (%d conv layers)", seed,
+                 d["train_seconds"], d["test_error"], report.effective_depth, report.effective_conv_layers)
+        row = {"seed": seed, "dense": d, "dense_rec": dense_rec, "probe": probe}
+        if not args.probe_only:
+            torch.manual_seed(seed)
+            shaped = build_model(deep, **build_kw, **shape_kw)
+            s = train_and_measure(shaped, data, config)
+            row.update(shaped=s, shaped_model=shaped)
+            log.info("seed %d shaped: %.1f s, test error %.4f", seed, s["train_seconds"], s["test_error"])
+        rows.append(row)
+    if args.probe_only:
+        return paths
+    t_shaped = [r["shaped"]["train_seconds"] for r in rows]
+    t_dense = [r["dense"]["train_seconds"] for r in rows]
+    e_shaped = [r["shaped"]["test_error"] for r in rows]
+    e_dense = [r["dense"]["test_error"] for r in rows]
+    summary = {
+        "train_seconds": mean_std(t_shaped), "train_seconds_dense": mean_std(t_dense),
+        "test_error": mean_std(e_shaped), "test_error_dense": mean_std(e_dense),
+        "time_reduction": 1 - statistics.fmean(t_shaped) / statistics.fmean(t_dense),
+        "welch_train_seconds": welch(t_shaped, t_dense), "welch_test_error": welch(e_shaped, e_dense),
+    }
+    p = summary["welch_test_error"].get("p")
+    summary["accuracy_not_significantly_lower"] = not (
+        summary["test_error"]["mean"] > summary["test_error_dense"]["mean"] and p is not None and p < 0.05)
+    summary["target_met"] = summary["time_reduction"] >= 0.25 and summary["accuracy_not_significantly_lower"]
+    log.info("%s: time reduction %.1f %%, test error %.4f±%.4f vs %.4f±%.4f (Welch p=%s)", task,
+             100 * summary["time_reduction"], summary["test_error"]["mean"], summary["test_error"]["std"],
+             summary["test_error_dense"]["mean"], summary["test_error_dense"]["std"], p)
+    for r in rows:
+        shaped = r["shaped_model"]
+        rec = make_record(task, "ebcle", r["seed"], deep, args.data, params=count_params(shaped),
+                          params_dense=r["dense_rec"]["params"], macs=count_macs(shaped, data.input_shape),
+                          macs_dense=r["dense_rec"]["macs"], layers=conv_depth(shaped),
+                          layers_dense=r["dense_rec"]["layers"], train_seconds=r["shaped"]["train_seconds"],
+                          train_seconds_dense=r["dense"]["train_seconds"], val_error=r["shaped"]["val_error"],
+                          test_error=r["shaped"]["test_error"], test_error_dense=r["dense"]["test_error"],
+                          extra=dict(common, probe={k: v for k, v in r["probe"].items() if k != "rows"},
+                                     shape=info, welch=summary, history=r["shaped"]["history"]))
+        paths.append(write_record(rec, args.results, name=f"ebcle-seed{r['seed']}{suffix}"))
+    return paths
+
+
+def fit(args) -> dict:
+    """Least-squares k (through the origin) of effective conv depth on h * log2(side)."""
+    points = []
+    for task in args.fit.split(","):
+        for path in sorted((Path(args.results) / task).glob("dense-seed*.json")):
+            rec = json.loads(path.read_text())
+            ex = rec["extra"]
+            points.append({"task": task, "file": path.name, "x": ex["entropy_ratio"] * ex["halvings"],
+                           "y": ex["probe"]["effective_conv_layers"], "effective_depth": ex["probe"]["effective_depth"]})
+    if not points:
+        raise SystemExit(f"no dense records under {args.results} for {args.fit}; run the probe first.")
+    k = sum(p["x"] * p["y"] for p in points) / sum(p["x"] ** 2 for p in points)
+    out = {"k": k, "points": points}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(1)
+    args = parse_args(argv)
+    if args.fit:
+        return fit(args)
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()
