@@ -189,3 +189,15 @@ def test_spec_must_be_a_json_object():
     for spec in (b"[1, 2]", b"{not json", b"\xff\xfe", b"[" * 5000 + b"]" * 5000):
         with pytest.raises(FormatError, match="spec"):
             decode_file(_file_with_section(_section((2,), b"\x00" + b"\x00" * 8), spec=spec))
+
+
+def test_compressed_spec_bomb_is_refused():
+    bomb = zlib.compress(b" " * (64 << 20), 9)  # 64 MiB of whitespace in ~65 kB
+    body = _section((2,), b"\x00" + b"\x00" * 8)
+    section = struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body))
+    length = HEADER_SIZE + len(bomb) + 4 + len(section) + 32
+    head = HEADER.pack(MAGIC, 1, 1, length, len(bomb), 1)
+    data = head + struct.pack("<I", zlib.crc32(head)) + bomb + struct.pack("<I", zlib.crc32(bomb)) + section
+    data += hashlib.sha256(data).digest()
+    with pytest.raises(FormatError, match="inflates beyond"):
+        decode_file(data)

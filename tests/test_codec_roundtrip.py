@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -117,7 +119,8 @@ def test_encoded_never_exceeds_raw_even_for_dense_float_weights(tmp_path):
     raw = sum(v.numel() * 4 for v in model.state_dict().values())
     for row in report.tensors:
         assert row["section_bytes"] <= row["dense_bytes"] + 64
-    assert report.encoded_bytes <= raw + 512
+    # the file = raw tensors + small framing + the architecture JSON (a graph spec for this model)
+    assert report.encoded_bytes <= raw + report.overhead["spec"] + 256
     state = unpack_state_dict(tmp_path / "dense.nrz")
     assert all(torch.equal(_bits(state[k]), _bits(v)) for k, v in model.state_dict().items())
 
@@ -193,5 +196,43 @@ def test_spec_is_plain_json_in_the_file(tmp_path):
     pack(model, tmp_path / "j.nrz", bits=8)
     data = (tmp_path / "j.nrz").read_bytes()
     spec_len = int.from_bytes(data[16:20], "little")
-    spec = json.loads(data[28 : 28 + spec_len])
+    raw = data[28 : 28 + spec_len]
+    flags = int.from_bytes(data[6:8], "little")
+    spec = json.loads(zlib.decompress(raw) if flags & 1 else raw)
     assert spec["format"] == "netrazor.nrz" and spec["model"]["name"] == "lenet300"
+
+
+def test_models_changed_by_surgery_round_trip_through_their_architecture(tmp_path):
+    surgery = pytest.importorskip("netrazor.surgery")
+    models = pytest.importorskip("netrazor.models")
+    torch.manual_seed(0)
+    model = models.build_model("lenet5")
+    x = torch.randn(4, 1, 28, 28)
+    small = surgery.remove_channels(model, {"conv1": [0, 3, 5], "fc1": list(range(0, 500, 3))}, x)
+    q = quantize_model(_prune(small, 0.3), 3)
+    pack(q.model, tmp_path / "small.nrz")
+    header, _ = read_nrz(tmp_path / "small.nrz")
+    assert header["model"] is None and header["architecture"]["kind"] == "zoo"
+    restored = unpack(tmp_path / "small.nrz")
+    assert restored.conv1.out_channels == 17
+    assert torch.equal(restored(x), q.model.eval()(x))
+
+
+def test_hostile_architecture_spec_is_refused_without_building_it(tmp_path):
+    """A zoo spec asking for a huge width must not allocate: it is built on the meta device first."""
+    models = pytest.importorskip("netrazor.models")
+    from netrazor.codec import encode_file
+
+    model = models.build_model("lenet300")
+    spec = models.model_spec(model)
+    spec["kwargs"]["width_mult"] = 2000.0  # ~940 MB of float32 if it were really built
+    data, _, _ = encode_file({"format": "netrazor.nrz", "model": spec}, model.state_dict())
+    (tmp_path / "hostile.nrz").write_bytes(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match="do not fit"):
+            unpack(tmp_path / "hostile.nrz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20

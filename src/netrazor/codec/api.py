@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -115,18 +116,47 @@ def _canonical_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _architecture(model: nn.Module, spec: dict | None) -> dict | None:
+def _architecture(model: nn.Module, spec: dict | None) -> tuple[dict | None, dict | None]:
+    """``(zoo spec, surgery architecture)`` describing ``model``; both None = state dict only.
+
+    A plain zoo model is stored as its zoo spec. A model changed by surgery (re-shaped layers,
+    swapped activations, folded graphs) is stored as the JSON architecture header that
+    ``netrazor.surgery.save_model`` writes (kinds "zoo" with ``changed`` layers, or "graph");
+    the "export" kind (a torch.export archive, which can hold pickles) is never embedded.
+    """
     if spec is not None:
-        return spec
+        return spec, None
+    try:
+        from netrazor.surgery import save_model as surgery_save
+    except ImportError:
+        surgery_save = None
+    if surgery_save is not None:
+        import tempfile
+
+        from netrazor.errors import NetrazorError
+        from netrazor.io import read_json
+
+        with tempfile.TemporaryDirectory(prefix="nrz-arch-") as tmp:
+            try:
+                header = surgery_save(model, Path(tmp) / "m")
+            except NetrazorError as exc:
+                log.info("no architecture as data for %s (%s): packing its state dict only", type(model).__name__, exc)
+                return None, None
+            header = read_json(Path(tmp) / "m.json") if header is None else header
+        kind = header.get("kind")
+        if kind == "zoo" and not header.get("changed"):
+            return header["spec"], None
+        if kind in ("zoo", "graph"):
+            # tensor shapes are in the sections already; unpack restores the field for the loader
+            return None, {k: v for k, v in header.items() if k not in ("extra", "tensors")}
+        log.info("%s can only be saved through torch.export: packing its state dict only", type(model).__name__)
+        return None, None
     try:
         from netrazor.models import model_spec
-    except ImportError:
-        return None
-    try:
-        return model_spec(model)
-    except ModelError:
-        log.info("%s is not a zoo model: packing its state dict only (read it with unpack_state_dict)", type(model).__name__)
-        return None
+
+        return model_spec(model), None
+    except (ImportError, ModelError):
+        return None, None
 
 
 def pack(
@@ -157,9 +187,11 @@ def pack(
         packed = result.model
         quantisation = quantisation or result.to_dict()
     state = _canonical_state(packed)
+    zoo_spec, architecture = _architecture(model, spec)
     header: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "model": _architecture(model, spec),
+        "model": zoo_spec,
+        "architecture": architecture,
         # only what describes the file: codebooks already live in the sections, search curves in the run record
         "quantisation": _json_safe({k: quantisation[k] for k in STORED_QUANT_KEYS if k in quantisation}) if quantisation else None,
     }
@@ -243,30 +275,61 @@ def unpack_state_dict(path: str | os.PathLike, max_ratio: int = MAX_RATIO) -> di
     return read_nrz(path, max_ratio)[1]
 
 
-def unpack(path: str | os.PathLike, max_ratio: int = MAX_RATIO) -> nn.Module:
-    """Rebuild the model stored in ``path`` (zoo spec + weights), in eval mode.
+def _build(header: dict, tensors: dict[str, torch.Tensor], path, device: str) -> nn.Module:
+    """The module the header describes, built on ``device`` ("meta" allocates nothing)."""
+    if isinstance(header.get("model"), dict):
+        from netrazor.models import model_from_spec
 
-    Its outputs equal those of the packed model exactly (same float32 weights bit for bit).
-    A file without a zoo spec raises ``ModelError``: read it with :func:`unpack_state_dict`.
-    """
-    header, tensors = read_nrz(path, max_ratio)
-    spec = header.get("model")
-    if not isinstance(spec, dict):
-        raise ModelError(f"{path} stores no architecture spec (the model was not a zoo model); "
-                         "load its tensors with netrazor.codec.unpack_state_dict(path) into your own module.")
-    from netrazor.models import model_from_spec
+        with torch.device(device):
+            return model_from_spec(header["model"])
+    arch = header.get("architecture")
+    if isinstance(arch, dict) and arch.get("kind") in ("zoo", "graph"):
+        import tempfile
 
-    model = model_from_spec(spec)
+        from netrazor.errors import CheckpointError
+        from netrazor.io import save_tensors, write_json
+        from netrazor.surgery import load_model as surgery_load
+
+        with tempfile.TemporaryDirectory(prefix="nrz-arch-") as tmp:
+            save_tensors(Path(tmp) / "m.safetensors", tensors)
+            write_json(Path(tmp) / "m.json", {**arch, "tensors": {k: list(v.shape) for k, v in tensors.items()}})
+            try:
+                with torch.device(device), warnings.catch_warnings():
+                    # on "meta", loading real weights into meta parameters is a (warned) no-op: fine here
+                    warnings.simplefilter("ignore", UserWarning)
+                    return surgery_load(Path(tmp) / "m")
+            except CheckpointError as exc:
+                raise ModelError(f"{path}: the stored architecture does not rebuild ({exc}); "
+                                 "load the tensors with unpack_state_dict(path).") from exc
+    raise ModelError(f"{path} stores no architecture spec (the model was neither a zoo model nor saveable "
+                     "as data); load its tensors with netrazor.codec.unpack_state_dict(path) into your own module.")
+
+
+def _check_fits(model: nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
     expected = model.state_dict()
     mismatched = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if mismatched or missing or unexpected:
         raise ModelError(
-            f"{path}: tensors do not fit the {spec.get('name')} architecture (shape changes {mismatched[:3]}, "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}); the model was altered by surgery — "
-            "load the tensors with unpack_state_dict(path) into the altered module."
+            f"{path}: the tensors do not fit the stored architecture (shape changes {mismatched[:3]}, "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}); load them with unpack_state_dict(path)."
         )
+
+
+def unpack(path: str | os.PathLike, max_ratio: int = MAX_RATIO) -> nn.Module:
+    """Rebuild the model stored in ``path`` (zoo spec, or surgery's architecture), in eval mode.
+
+    Its outputs equal those of the packed model exactly (same float32 weights bit for bit).
+    The architecture is first built on the ``meta`` device (no memory) and its tensor names and
+    shapes compared with the decoded ones, so a hostile spec (say, a width multiplier of 10⁴)
+    cannot allocate more than the file's own tensors. A file without an architecture raises
+    ``ModelError``: read it with :func:`unpack_state_dict`.
+    """
+    header, tensors = read_nrz(path, max_ratio)
+    _check_fits(_build(header, tensors, path, "meta"), tensors, path)
+    model = _build(header, tensors, path, "cpu")
+    _check_fits(model, tensors, path)
     model.load_state_dict(tensors, strict=True)
     return model.eval()
 

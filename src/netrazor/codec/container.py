@@ -1,9 +1,9 @@
 """The .nrz container: header, JSON spec, tensor sections, checksums (docs/nrz-format.md).
 
 ```
-header   28 B  magic "NRZ1" | u16 version | u16 flags | u64 file length | u32 spec length
+header   28 B  magic "NRZ1" | u16 version | u16 flags (bit 0: spec zlib-compressed) | u64 file length | u32 spec length
                | u32 tensor count | u32 CRC32 of the previous 24 bytes
-spec           spec-length bytes of UTF-8 JSON (an object) | u32 CRC32
+spec           spec-length bytes of UTF-8 JSON (an object), zlib'd if flag 0 | u32 CRC32
 sections       per tensor: u32 body length | body | u32 CRC32 of body
 trailer  32 B  SHA-256 of every byte before it
 ```
@@ -31,7 +31,8 @@ from netrazor.errors import FormatError
 
 MAGIC = b"NRZ1"
 VERSION = 1
-KNOWN_FLAGS = 0  # no flags defined in version 1; any set bit means "newer writer"
+FLAG_SPEC_ZLIB = 1  # the spec bytes are zlib-compressed JSON (written when that is smaller)
+KNOWN_FLAGS = FLAG_SPEC_ZLIB  # any other set bit means "newer writer": refused
 HEADER = struct.Struct("<4sHHQII")  # 24 bytes, then its CRC32
 HEADER_SIZE = HEADER.size + 4
 TRAILER_SIZE = 32
@@ -50,6 +51,10 @@ def encode_file(spec: dict, tensors: dict[str, torch.Tensor]) -> tuple[bytes, li
     spec_bytes = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
     if len(spec_bytes) > MAX_SPEC_BYTES:
         raise FormatError(f"the architecture spec is {len(spec_bytes)} bytes (max {MAX_SPEC_BYTES}); store less metadata.")
+    flags = 0
+    packed = zlib.compress(spec_bytes, 9)
+    if len(packed) < len(spec_bytes):
+        spec_bytes, flags = packed, FLAG_SPEC_ZLIB
     if len(tensors) > MAX_TENSORS:
         raise FormatError(f"{len(tensors)} tensors exceed the format's {MAX_TENSORS}; split the model.")
     sections, facts = [], []
@@ -58,7 +63,7 @@ def encode_file(spec: dict, tensors: dict[str, torch.Tensor]) -> tuple[bytes, li
         sections.append(struct.pack("<I", len(body)) + body + struct.pack("<I", _crc(body)))
         facts.append(f)
     length = HEADER_SIZE + len(spec_bytes) + 4 + sum(len(s) for s in sections) + TRAILER_SIZE
-    head = HEADER.pack(MAGIC, VERSION, 0, length, len(spec_bytes), len(tensors))
+    head = HEADER.pack(MAGIC, VERSION, flags, length, len(spec_bytes), len(tensors))
     parts = [head, struct.pack("<I", _crc(head)), spec_bytes, struct.pack("<I", _crc(spec_bytes)), *sections]
     data = b"".join(parts)
     data += hashlib.sha256(data).digest()
@@ -131,9 +136,24 @@ def _walk(data: bytes, spec_len: int, n_tensors: int, body_end: int, check_crc: 
     return layout
 
 
-def parse_spec(raw: memoryview) -> dict:
+def _inflate(raw: bytes) -> bytes:
+    """zlib-decompress at most ``MAX_SPEC_BYTES`` (a zip bomb stops there)."""
+    d = zlib.decompressobj()
     try:
-        spec = json.loads(bytes(raw).decode("utf-8"))
+        out = d.decompress(raw, MAX_SPEC_BYTES + 1)
+    except zlib.error as exc:
+        raise FormatError(f"the compressed architecture spec does not inflate ({exc}); the file is corrupt.") from exc
+    if len(out) > MAX_SPEC_BYTES or d.unconsumed_tail:
+        raise FormatError(f"the architecture spec inflates beyond {MAX_SPEC_BYTES} bytes; the file is hostile or corrupt.")
+    if not d.eof or d.unused_data:
+        raise FormatError("the compressed architecture spec is truncated or followed by junk; the file is corrupt.")
+    return out
+
+
+def parse_spec(raw: memoryview, flags: int = 0) -> dict:
+    data = _inflate(bytes(raw)) if flags & FLAG_SPEC_ZLIB else bytes(raw)
+    try:
+        spec = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FormatError(f"the architecture spec is not valid JSON ({exc}); the file is corrupt.") from exc
     if not isinstance(spec, dict):
@@ -144,7 +164,7 @@ def parse_spec(raw: memoryview) -> dict:
 def decode_file(data: bytes, max_ratio: int = MAX_RATIO) -> tuple[dict, dict[str, torch.Tensor]]:
     """Parse a whole file → ``(spec, {name: tensor})``; every failure is a ``FormatError``."""
     layout = _read_layout(data, check_sections=True)
-    spec = parse_spec(layout.spec_bytes)
+    spec = parse_spec(layout.spec_bytes, layout.flags)
     budget = [max(MIN_ELEMENT_BUDGET, max_ratio * len(data))]
     tensors: dict[str, torch.Tensor] = {}
     for i, (start, end) in enumerate(layout.sections):
@@ -158,5 +178,5 @@ def decode_file(data: bytes, max_ratio: int = MAX_RATIO) -> tuple[dict, dict[str
 def verify_bytes(data: bytes) -> dict[str, Any]:
     """Check framing and every checksum without decoding tensors → ``{version, tensors, bytes}``."""
     layout = _read_layout(data, check_sections=True)
-    parse_spec(layout.spec_bytes)
+    parse_spec(layout.spec_bytes, layout.flags)
     return {"version": layout.version, "tensors": len(layout.sections), "bytes": len(data)}
