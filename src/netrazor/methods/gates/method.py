@@ -58,7 +58,7 @@ class GatesMethod:
     ``plots`` (write PNGs to the adapter's run_dir), ``seed``.
     """
 
-    kappa: float = 0.5
+    kappa: float = 1.0
     layer_vs_unit: float = 0.5
     flops_vs_params: float = 0.5
     estimator: str = "disarm"
@@ -69,14 +69,14 @@ class GatesMethod:
     layers: bool = True
     inputs: bool = False
     init_theta: float = 0.9
-    theta_lr: float = 2e-3
+    theta_lr: float = 0.01
     threshold: float = 0.01
     prune_every: int = 50
     freeze_after: float = 0.5
     weight_prior: float = 5e-4
     hyper_prior: str = "vertex"
-    hyper_strength: float = 0.02
-    hyper_ramp: tuple = (0.2, 0.8)
+    hyper_strength: float = 0.9
+    hyper_ramp: tuple = (0.3, 0.8)
     cost_warmup: float = 0.05
     per_example: bool = True
     weight_decay: float | None = None
@@ -126,6 +126,7 @@ class GatesMethod:
         example = adapter.example_input()
         gs = attach_gates(model, example, units=self.units, filters=self.filters, layers=self.layers,
                           inputs=self.inputs, init=self.init_theta, per_example=self.per_example)
+        gate_sets = {name: {"kind": s.kind, "width_dense": s.width_dense} for name, s in gs.structures.items()}
         steps_per_epoch = -(-len(adapter.data.train) // int(config.batch_size))
         obj = self.objective(gs, epochs * steps_per_epoch, float(getattr(config, "label_smoothing", 0.0)))
         overrides: dict[str, Any] = {}
@@ -145,7 +146,7 @@ class GatesMethod:
             "knobs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()},
             "widths_before": widths_before,
             "widths_after": widths_of(model),
-            "gate_sets": {name: {"kind": s.kind, "width_dense": s.width_dense} for name, s in gs.structures.items()},
+            "gate_sets": gate_sets,
             "params_before": params_before, "params_after": count_params(model),
             "macs_before": macs_before, "macs_after": count_macs(model, shape),
             "val_error": val["error"], "test_error": test["error"],

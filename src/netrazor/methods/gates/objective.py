@@ -142,9 +142,15 @@ class GateObjective:
         # [REC] κ ramps in over the first ``cost_warmup`` of training: at step 0 the weights are
         # random, so the data term says nothing yet about which structures matter.
         ramp = 1.0 if self.cost_warmup <= 0 else min(1.0, self.progress / self.cost_warmup)
-        total = self.cost() * ramp + weight_prior(self.gs, self.lam)
-        for name in self.gs.gates:
-            total = total + self.hyper_prior(self.gs.effective_theta(name), self.progress)
+        cost = self.cost() * ramp
+        total = cost + weight_prior(self.gs, self.lam)
+        names = list(self.gs.gates)
+        thetas = [self.gs.gates[n].theta for n in names]
+        # the hyper-prior is self-scaled by each gate's cost gradient (see priors.py)
+        scales = torch.autograd.grad(cost, thetas, retain_graph=True, allow_unused=True) if cost.requires_grad else [None] * len(names)
+        for name, scale in zip(names, scales):
+            s = None if scale is None else scale.detach().abs()
+            total = total + self.hyper_prior(self.gs.effective_theta(name), self.progress, s)
         return total
 
     def on_after_backward(self, trainer=None) -> None:

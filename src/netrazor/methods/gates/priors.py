@@ -7,10 +7,14 @@ example, like weight decay. Its θ-gradient makes a structure with large weights
 
 Hyper-prior [REC]: the paper derives a hyper-prior over the prior parameters that makes θ
 converge to 0 or 1; its form is not available to us. Our default, :class:`VertexPrior`, adds
-γ(t)·Σ_g θ_g(1 − θ_g), whose gradient γ(1 − 2θ) pushes every θ toward its nearer vertex; γ(t)
-ramps from 0 (start of ``ramp``) to ``strength`` (end of ``ramp``) so early training explores.
+Σ_g γ_g(t)·θ_g(1 − θ_g), whose gradient γ_g(1 − 2θ_g) pushes θ_g toward its nearer vertex.
+γ_g(t) = η(t)·s_g is *self-scaled*: s_g is the (detached) gradient of the κ-weighted cost with
+respect to θ_g, and η(t) ramps from 0 (start of ``ramp``) to ``strength`` < 1 (end of ``ramp``).
+Why: a structure the data does not need feels the cost s_g; as long as η < 1 the hyper-prior can
+never hold it at 1, but it breaks the ties of structures whose data value balances their cost
+(the "many half-open units" ensemble) toward 0 or 1. No per-model constant is involved.
 :class:`EntropyPrior` uses the Bernoulli entropy instead. Any object with
-``__call__(theta: Tensor, progress: float) -> Tensor`` can replace them.
+``__call__(theta: Tensor, progress: float, scale: Tensor | None) -> Tensor`` can replace them.
 """
 
 from __future__ import annotations
@@ -34,33 +38,35 @@ def _ramp(progress: float, start: float, end: float) -> float:
 
 @dataclass
 class VertexPrior:
-    """γ(t) Σ θ(1−θ); knobs: ``strength`` (γ at the end of the ramp), ``ramp`` (fractions of training)."""
+    """η(t) Σ s_g θ_g(1−θ_g); knobs: ``strength`` (η at the end of the ramp), ``ramp`` (fractions of training)."""
 
-    strength: float = 0.02
-    ramp: tuple[float, float] = (0.2, 0.8)
+    strength: float = 0.9
+    ramp: tuple[float, float] = (0.3, 0.8)
 
-    def __call__(self, theta: torch.Tensor, progress: float) -> torch.Tensor:
+    def __call__(self, theta: torch.Tensor, progress: float, scale: torch.Tensor | None = None) -> torch.Tensor:
         g = self.strength * _ramp(progress, *self.ramp)
-        return g * (theta * (1.0 - theta)).sum()
+        per_gate = theta * (1.0 - theta)
+        return g * (per_gate if scale is None else per_gate * scale).sum()
 
 
 @dataclass
 class EntropyPrior:
-    """γ(t) Σ H(Bernoulli(θ)) in nats; same knobs as :class:`VertexPrior`."""
+    """η(t) Σ s_g H(Bernoulli(θ_g)) / 4 (nats; /4 matches θ(1−θ)'s slope at the vertices' midpoint)."""
 
-    strength: float = 0.02
-    ramp: tuple[float, float] = (0.2, 0.8)
+    strength: float = 0.9
+    ramp: tuple[float, float] = (0.3, 0.8)
 
-    def __call__(self, theta: torch.Tensor, progress: float) -> torch.Tensor:
+    def __call__(self, theta: torch.Tensor, progress: float, scale: torch.Tensor | None = None) -> torch.Tensor:
         g = self.strength * _ramp(progress, *self.ramp)
         t = theta.clamp(1e-6, 1 - 1e-6)
-        return g * -(t * t.log() + (1 - t) * (1 - t).log()).sum()
+        h = -(t * t.log() + (1 - t) * (1 - t).log()) / 4.0
+        return g * (h if scale is None else h * scale).sum()
 
 
 HYPER_PRIORS = {"vertex": VertexPrior, "entropy": EntropyPrior}
 
 
-def get_hyper_prior(name, strength: float = 0.02, ramp: tuple[float, float] = (0.2, 0.8)):
+def get_hyper_prior(name, strength: float = 0.9, ramp: tuple[float, float] = (0.3, 0.8)):
     if callable(name) and not isinstance(name, str):
         return name
     try:

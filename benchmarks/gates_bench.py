@@ -1,0 +1,122 @@
+"""Parsimonious learning with Bernoulli gates on MNIST, trained from scratch, vs plain training.
+
+Both runs use the same recipe (``netrazor.train.default_config(model, data)`` with ``--epochs``)
+and the same seed. The gated run prunes units / filters (and, for LeNet-300-100, input pixels)
+during training and hands back a physically smaller plain network. Writes one JSON record
+``benchmarks/results/mnist-<model>/gates-seed<N>.json`` (DESIGN.md keys; the architecture, θ
+convergence and seconds per epoch in ``extra``) and the θ / width plots next to it.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.gates_bench --model lenet300 --epochs 20 --seed 0
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.gates_bench --model lenet5 --epochs 12 --seed 0
+
+Targets (issue 5): LeNet-5-Caffe <= 1.0 % test error with >= 97 % of the parameters removed;
+LeNet-300-100 <= 1.8 % with >= 90 % removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from netrazor.data import load_data
+from netrazor.measure import count_macs, count_params, evaluate
+from netrazor.methods.base import Adapter
+from netrazor.methods.gates import GatesMethod
+from netrazor.methods.gates.method import widths_of
+from netrazor.models import build_model
+from netrazor.pipeline.records import make_record, write_record
+from netrazor.train import Trainer, default_config
+
+
+def _knob(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, _, value = text.partition("=")
+    return key.strip(), yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=["lenet5", "lenet300"], default="lenet5")
+    ap.add_argument("--data", choices=["mnist"], default="mnist")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's epochs")
+    ap.add_argument("--width-mult", type=float, default=1.0)
+    ap.add_argument("--set", action="append", default=[], type=_knob, help="GatesMethod knob KEY=VALUE")
+    ap.add_argument("--results", default="benchmarks/results")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    torch.manual_seed(args.seed)
+    data = load_data(args.data, seed=0)
+    config = default_config(args.model, args.data)
+    config = dataclasses.replace(config, seed=args.seed, epochs=args.epochs or config.epochs)
+    build = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size,
+                 width_mult=args.width_mult)
+    task = f"{args.data}-{args.model}"
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    # plain training, same recipe and seed
+    torch.manual_seed(args.seed)
+    dense = build_model(args.model, **build)
+    initial = copy.deepcopy(dense.state_dict())
+    t0 = time.perf_counter()
+    hist_dense = Trainer(dense, data, config).fit()
+    train_seconds_dense = time.perf_counter() - t0
+    dense.eval()
+    test_dense = evaluate(dense, data.test, data.mean, data.std)["error"]
+
+    # gated training from the same initial weights
+    model = build_model(args.model, **build)
+    model.load_state_dict(initial)
+    knobs = dict(args.set)
+    knobs.setdefault("inputs", args.model == "lenet300")
+    knobs.setdefault("seed", args.seed)
+    method = GatesMethod(epochs=config.epochs, **knobs)
+    plots_dir = Path(args.results) / task / f"gates-seed{args.seed}"
+    adapter = Adapter(data=data, train_config=config, run_dir=plots_dir)
+    t0 = time.perf_counter()
+    model, rec = method.run(model, adapter)
+    train_seconds = time.perf_counter() - t0
+
+    record = make_record(
+        task, "gates", args.seed, args.model, args.data,
+        params=count_params(model), params_dense=count_params(dense),
+        macs=count_macs(model, data.input_shape), macs_dense=count_macs(dense, data.input_shape),
+        test_error=rec["test_error"], val_error=rec["val_error"], test_error_dense=test_dense,
+        train_seconds=train_seconds, train_seconds_dense=train_seconds_dense,
+        layers=sum(1 for m in model.modules() if isinstance(m, torch.nn.ReLU)),
+        layers_dense=sum(1 for m in dense.modules() if isinstance(m, torch.nn.ReLU)),
+        extra={
+            "architecture": rec["widths_after"],
+            "architecture_dense": widths_of(dense),
+            "params_removed_fraction": 1.0 - count_params(model) / count_params(dense),
+            "theta_converged_fraction": rec["converged_fraction"],
+            "epoch_seconds": rec["epoch_seconds"],
+            "epoch_seconds_dense": [row.get("seconds") for row in hist_dense],
+            "widths_per_epoch": [row["widths"] for row in rec["gate_epochs"]],
+            "val_error_per_epoch": [row.get("val_error") for row in rec["gate_epochs"]],
+            "removals": len(rec["removals"]),
+            "knobs": rec["knobs"],
+            "width_mult": args.width_mult,
+            "epochs": config.epochs,
+            "plots": rec.get("plots", []),
+            "run_started_at": started,
+        },
+    )
+    path = write_record(record, args.results)
+    logging.getLogger("gates_bench").info(
+        "%s: params %d -> %d (%.1f %% removed), test error %.4f (dense %.4f), %s; record %s",
+        task, record["params_dense"], record["params"], 100 * record["extra"]["params_removed_fraction"],
+        record["test_error"], test_dense, rec["widths_after"], path)
+    return path
+
+
+if __name__ == "__main__":
+    main()
