@@ -57,3 +57,40 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--tolerance", "0.01"]) == 2
     assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--bits", "3", "--tolerance", "0.1"]) == 2
     assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--bits", "12"]) == 2
+
+
+def test_pack_with_tolerance_searches_bits_on_validation_data(tmp_path, capsys, monkeypatch):
+    import netrazor.data
+    from netrazor.data import make_synthetic
+
+    calls = []
+
+    def fake_load_data(name, *a, **kw):  # the CLI's --data, served by the synthetic set (no network)
+        calls.append(name)
+        return make_synthetic(n_train=64, n_val=128, n_test=16, num_classes=10, shape=(1, 28, 28), seed=0)
+
+    monkeypatch.setattr(netrazor.data, "load_data", fake_load_data)
+    _saved_lenet(tmp_path)
+    out = tmp_path / "t.nrz"
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(out), "--tolerance", "0.02", "--data", "mnist", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert calls == ["mnist"]
+    assert set(report["bits"]) == {"fc1", "fc2", "fc3"} and all(1 <= b <= 8 for b in report["bits"].values())
+    from netrazor.codec import read_nrz
+
+    assert read_nrz(out)[0]["quantisation"]["bits"] == report["bits"]
+
+
+def test_unpack_of_a_surgery_model_writes_a_loadable_checkpoint(tmp_path, capsys):
+    surgery = pytest.importorskip("netrazor.surgery")
+    from netrazor.codec import pack
+
+    model = models.build_model("lenet5")
+    x = torch.randn(2, 1, 28, 28)
+    small = surgery.remove_channels(model, {"conv2": [1, 2, 3]}, x)
+    pack(small, tmp_path / "s.nrz", bits=4)
+    assert main(["unpack", str(tmp_path / "s.nrz"), "-o", str(tmp_path / "out")]) == 0
+    restored = surgery.load_model(tmp_path / "out" / "model")
+    from netrazor.codec import unpack
+
+    assert torch.equal(restored(x), unpack(tmp_path / "s.nrz")(x))

@@ -236,3 +236,15 @@ def test_hostile_architecture_spec_is_refused_without_building_it(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20
+
+
+def test_dense_stage_of_a_shrunk_zoo_model_is_the_unpruned_architecture(tmp_path):
+    surgery = pytest.importorskip("netrazor.surgery")
+    models = pytest.importorskip("netrazor.models")
+    model = models.build_model("lenet300")
+    small = surgery.remove_channels(model, {"fc1": list(range(200))}, torch.randn(2, 1, 28, 28))
+    report = pack(small, tmp_path / "s.nrz")
+    assert report.dense_source == "zoo architecture before surgery"
+    assert report.dense_bytes == sum(p.numel() * 4 for p in model.state_dict().values())
+    assert report.removal_bytes == sum(p.numel() * 4 for p in small.state_dict().values())
+    assert pack(small, tmp_path / "r.nrz", dense_reference=1000).dense_bytes == 1000

@@ -3,7 +3,8 @@
 Stages reported by :class:`PackReport` (all in bytes; docs/nrz-format.md "Report"):
 
 1. ``dense``: float32 bytes of every floating tensor of the state dict (other dtypes at their
-   own size) — of ``dense_reference`` when given (the model before structured removal).
+   own size) — of ``dense_reference`` when given, else of the zoo architecture before surgery
+   for a zoo model shrunk by surgery, else of the packed model (``dense_source`` says which).
 2. ``removal``: the packed model with its zeros removed: survivors as float32 plus their
    positions as a raw bitmap or 32-bit indices, whichever is smaller (structured removal
    already shows as fewer parameters).
@@ -55,6 +56,7 @@ class PackReport:
     tensors: list[dict] = field(default_factory=list)
     overhead: dict = field(default_factory=dict)
     bits: dict = field(default_factory=dict)
+    dense_source: str = "packed model"
     model: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -209,8 +211,17 @@ def pack(
         row = asdict(f)
         row.update(dense_bytes=d, removal_bytes=rm, quantized_bytes=q)
         rows.append(row)
+    dense_source = "packed model"
     if dense_reference is not None:
         dense = dense_reference if isinstance(dense_reference, int) else _dense_bytes(dense_reference.state_dict())
+        dense_source = "dense_reference"
+    elif architecture is not None and architecture.get("kind") == "zoo" and isinstance(architecture.get("spec"), dict):
+        # a zoo model shrunk by surgery: "dense" is the zoo architecture before removal (built on meta: no memory)
+        from netrazor.models import model_from_spec
+
+        with torch.device("meta"):
+            dense = _dense_bytes(model_from_spec(architecture["spec"]).state_dict())
+        dense_source = "zoo architecture before surgery"
     report = PackReport(
         path=str(path),
         dense_bytes=int(dense),
@@ -224,6 +235,7 @@ def pack(
         tensors=rows,
         overhead=overhead,
         bits=dict((quantisation or {}).get("bits", {}) or {}),
+        dense_source=dense_source,
         model=packed,
     )
     log.info("%s: %s", path, report.summary_line())

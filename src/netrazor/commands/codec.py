@@ -127,6 +127,12 @@ def register(app: typer.Typer) -> None:
             from netrazor.models.io import save_model
 
             weights, meta = save_model(unpack(path), output / "model", extra={"source": str(path)})
+        elif isinstance(header.get("architecture"), dict):
+            # altered by surgery: its own format (netrazor measure/load fall back to it)
+            from netrazor.surgery import save_model as surgery_save
+
+            surgery_save(unpack(path), output / "model", extra={"source": str(path)})
+            weights, meta = output / "model.safetensors", output / "model.json"
         else:
             from netrazor.io import save_tensors, write_json
 
