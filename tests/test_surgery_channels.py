@@ -116,3 +116,17 @@ def test_graph_traces_in_eval_and_restores_training_mode():
     model.train()
     build_graph(model, x)
     assert model.training
+
+
+def test_coupling_through_a_channel_padding_shortcut_is_not_offered():
+    models = pytest.importorskip("netrazor.models")
+    model = models.build_model("resnet20", shortcut="pad").eval()  # option A: zero-padded channels
+    x = torch.randn(2, 3, 32, 32)
+    groups = prunable_groups(model, x)
+    roots = {g.root for g in groups}
+    assert "stem.conv" not in roots  # its group would cross the channel padding
+    assert all(r.endswith("branch.conv1") for r in roots)
+    small = remove_channels(model, {g.root: [0, 1] for g in groups}, x)
+    assert small.layer2[0].branch.conv1.out_channels == 30
+    with pytest.raises(SurgeryError):
+        remove_channels(model, {"stem.conv": [0]}, x)

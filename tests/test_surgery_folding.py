@@ -160,3 +160,44 @@ def test_untraceable_model_is_refused_clearly():
 
     with pytest.raises(SurgeryError, match="fx cannot trace"):
         fold_linear_sections(Branchy(), torch.randn(2, 4))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from netrazor.surgery.compose import merge_parallel  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(ka=st.integers(1, 3), kb=st.integers(1, 3), sa=st.integers(1, 2), sb=st.integers(1, 2), pa=st.integers(0, 2),
+       depthwise=st.booleans(), bias=st.booleans(), size=st.integers(9, 13))
+def test_compose_conv_equals_sequential_application(ka, kb, sa, sb, pa, depthwise, bias, size):
+    torch.manual_seed(ka * 100 + kb * 10 + sa + sb + pa)
+    a = nn.Conv2d(4, 4, ka, stride=sa, padding=pa, groups=4 if depthwise else 1, bias=bias)
+    b = nn.Conv2d(4, 3, kb, stride=sb, padding=0, bias=True)
+    x = torch.randn(2, 4, size, size)
+    with torch.no_grad():
+        ref = b(a(x))
+        got = compose_conv(a, b)(x)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(kc=st.sampled_from([1, 3, 5]), kd=st.sampled_from([1, 3]), s=st.integers(1, 2), size=st.integers(8, 11))
+def test_merge_parallel_equals_sum(kc, kd, s, size):
+    torch.manual_seed(kc + kd + s)
+    c = nn.Conv2d(3, 5, kc, stride=s, padding=kc // 2)
+    d = nn.Conv2d(3, 5, kd, stride=s, padding=kd // 2)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        ref = c(x) + d(x)
+        got = merge_parallel(c, d)(x)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_between_linears_is_dropped_in_eval():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.Dropout(0.5), nn.Linear(6, 4)).eval()
+    folded, report = fold_linear_sections(model, torch.randn(5, 8))
+    assert len(_weighted(folded)) == 1

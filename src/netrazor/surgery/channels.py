@@ -76,8 +76,12 @@ def build_graph(model: nn.Module, example_input):
 
 def _describe(dg, tp_group, names: dict) -> Group | None:
     """Turn a Torch-Pruning group into our :class:`Group`, or None if it reaches the output."""
+    from torch_pruning import ops
+
     root_dep = tp_group[0].dep
     root_mod = root_dep.target.module
+    # Widths may differ inside a group only through concat/split (with their index mapping).
+    remaps = any(isinstance(item.dep.target.module, (ops._ConcatOp, ops._SplitOp)) for item in tp_group)
     producers: list[str] = []
     consumers: list[str] = []
     consumer_idxs: dict[str, list[list[int]]] = {}
@@ -90,6 +94,11 @@ def _describe(dg, tp_group, names: dict) -> Group | None:
         if not isinstance(module, nn.Module) or module not in names:
             continue  # elementwise / reshape / concat placeholders of the tracer
         name = names[module]
+        if is_out and not remaps and dg.get_out_channels(module) not in (None, dg.get_out_channels(root_mod)):
+            # The coupling crosses an op the tracer does not model (e.g. a zero-padding shortcut
+            # that adds channels): removing would be wrong, so the group is not offered.
+            log.debug("group %s skipped: %s has a different width", names[root_mod], name)
+            return None
         if is_out:
             if name not in producers:
                 producers.append(name)
@@ -237,8 +246,19 @@ def remove_channels(
         root_mod = work.get_submodule(group.root)
         pruner = dg.get_pruner_of_module(root_mod)
         tp_group = dg.get_pruning_group(root_mod, pruner.prune_out_channels, sorted(roots))
-        tp_group.prune()
+        try:
+            tp_group.prune()
+        except Exception as exc:  # Torch-Pruning raises plain errors on layers it cannot cut
+            raise SurgeryError(f"Torch-Pruning could not remove channels of group {group.root!r} ({exc}); "
+                               "the model is left unchanged — leave that group out.") from exc
         log.debug("removed %d channels of group %s", len(roots), group.root)
+    try:
+        with torch.no_grad():
+            work.eval()(_first_input(example_input))
+    except Exception as exc:
+        raise SurgeryError(f"the model no longer runs after removing channels ({exc}); the coupling of "
+                           "some op is not understood — the original model is left unchanged.") from exc
+    work.train(model.training)
     if check:
         if reference is None:
             log.warning("remove_channels: a group has consumers that cannot be masked; equivalence not checked.")

@@ -5,7 +5,8 @@ residual blocks written with ``+``, concat blocks …) is handled, not only the 
 ``torch.fx.GraphModule`` whose submodules keep their original names where they survive.
 
 Rules, applied until none fires (each one exact in eval mode, see :mod:`compose`):
-- ``nn.Identity`` nodes (e.g. a rectifier replaced by :func:`replace_activation`) are dropped;
+- ``nn.Identity`` nodes (e.g. a rectifier replaced by :func:`replace_activation`) and
+  ``nn.Dropout`` (identity in eval mode) are dropped;
 - BatchNorm after a Conv2d / Linear is folded into it;
 - Linear → Linear becomes one Linear (declined if the middle is a bottleneck that would add params);
 - Conv2d → Conv2d becomes one conv with the enlarged kernel kA + (kB-1)·sA when the second conv
@@ -102,7 +103,8 @@ class _Folder:
 
     # -- rules -----------------------------------------------------------------------------
     def drop_identity(self, node) -> bool:
-        if self.module(node, nn.Identity) is None:
+        # Dropout is the identity in eval mode, the only mode a folded model is defined for.
+        if self.module(node, (nn.Identity, nn.Dropout)) is None:
             return False
         node.replace_all_uses_with(node.args[0])
         self.gm.graph.erase_node(node)
