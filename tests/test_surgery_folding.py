@@ -201,3 +201,20 @@ def test_dropout_between_linears_is_dropped_in_eval():
     model = nn.Sequential(nn.Linear(8, 6), nn.Dropout(0.5), nn.Linear(6, 4)).eval()
     folded, report = fold_linear_sections(model, torch.randn(5, 8))
     assert len(_weighted(folded)) == 1
+
+
+def test_bn_before_linear_and_unpadded_conv_folds_but_not_before_padded_conv():
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.BatchNorm2d(6), nn.Conv2d(6, 6, 3),
+        nn.ReLU(), nn.BatchNorm2d(6), nn.Conv2d(6, 4, 3, padding=1), nn.Flatten(), nn.BatchNorm1d(4 * 36),
+        nn.Linear(4 * 36, 3),
+    )).eval()
+    x = real_looking((3, 8, 8))
+    folded, report = fold_linear_sections(model, x)
+    bn_into = {f["into"] for f in report["folds"] if f["kind"] == "bn"}
+    assert {"0", "4", "10"} <= bn_into
+    assert any(r["at"] == ["6", "7"] and "padding" in r["reason"] for r in report["refused"])
+    assert sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in folded.modules()) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)

@@ -59,3 +59,20 @@ def test_zoo_surgery_round_trip(name, tmp_path):
 
     for key, m in (("pruned", pruned), ("folded", folded)):
         assert export_onnx(m, tmp_path / f"{key}.onnx", tuple(x.shape[1:]))["rel_diff"] <= 1e-4
+
+
+def test_zoo_dead_channel_folded_then_saved_as_zoo_changes(tmp_path):
+    from netrazor.surgery import fold_constant_channels, load_model
+
+    model, x = _zoo("resnet20")
+    with torch.no_grad():
+        model.layer1[0].branch.bn1.bias[[2, 9]] = -1e4  # channels 2, 9 never fire after relu1
+    small, report = fold_constant_channels(model, x)
+    removed = report["removed"]["layer1.0.branch.conv1"]
+    assert {2, 9} <= set(removed)  # others may be dead on these 3 examples too (random BN)
+    header = save_model(small, tmp_path / "dead")
+    assert header["kind"] == "zoo"
+    assert header["changed"]["layer1.0.branch.conv1"]["args"]["out_channels"] == 16 - len(removed)
+    loaded = load_model(tmp_path / "dead")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)

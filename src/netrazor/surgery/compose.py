@@ -89,6 +89,30 @@ def fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
     return _new_conv(w, b, layer.stride, layer.padding, dtype, groups=layer.groups)
 
 
+def fold_bn_forward(bn: nn.Module, layer: nn.Module) -> nn.Module:
+    """``layer(bn(x))`` as one Conv2d / Linear; a padded conv refuses (the BN shift would reach the
+    zero-padded border taps, where the original sees plain zeros)."""
+    scale, shift = bn_scale_shift(bn)
+    dtype = layer.weight.dtype
+    if type(layer) is nn.Linear:
+        if layer.in_features != scale.numel():
+            raise NotExact("BatchNorm1d width differs from the Linear's inputs")
+        w0 = layer.weight.detach().double()
+        w, b = w0 * scale[None, :], _bias(layer, w0.shape[0]) + w0 @ shift
+        out = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            out.weight.copy_(w.to(dtype))
+            out.bias.copy_(b.to(dtype))
+        return out
+    _check_plain_conv(layer)
+    if _pair(layer.padding) != (0, 0):
+        raise NotExact("BN before a zero-padded conv: its shift is not applied to the padding")
+    w0 = dense_conv_weight(layer)
+    w = w0 * scale[None, :, None, None]
+    b = _bias(layer, w0.shape[0]) + w0.sum(dim=(2, 3)) @ shift
+    return _new_conv(w, b, layer.stride, layer.padding, dtype)
+
+
 def compose_linear(a: nn.Linear, b: nn.Linear) -> nn.Linear:
     """``b(a(x))`` as one Linear."""
     wa, wb = a.weight.detach().double(), b.weight.detach().double()

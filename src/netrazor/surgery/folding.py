@@ -7,7 +7,8 @@ residual blocks written with ``+``, concat blocks …) is handled, not only the 
 Rules, applied until none fires (each one exact in eval mode, see :mod:`compose`):
 - ``nn.Identity`` nodes (e.g. a rectifier replaced by :func:`replace_activation`) and
   ``nn.Dropout`` (identity in eval mode) are dropped;
-- BatchNorm after a Conv2d / Linear is folded into it;
+- BatchNorm after a Conv2d / Linear is folded into it; BatchNorm before a Linear or an unpadded
+  conv too (before a zero-padded conv it is refused: its shift would reach the padding);
 - Linear → Linear becomes one Linear (declined if the middle is a bottleneck that would add params);
 - Conv2d → Conv2d becomes one conv with the enlarged kernel kA + (kB-1)·sA when the second conv
   has no padding (otherwise refused: see :mod:`compose`); when the kernel grows, both forms are
@@ -129,6 +130,27 @@ class _Folder:
         self.folds.append({"kind": "bn", "into": prev.target, "from": [prev.target, node.target]})
         return True
 
+    def fold_bn_forward(self, node) -> bool:
+        """BN → Linear, or BN → unpadded conv (pre-activation layouts once the ReLU is gone)."""
+        layer = self.module(node, _WEIGHTED)
+        prev = node.args[0] if node.args else None
+        bn = self.module(prev, _BN)
+        if layer is None or bn is None or not self.private(prev) or self.uses[node.target] != 1:
+            return False
+        key = ("bn-forward", prev.target)
+        if key in self.declined:
+            return False
+        try:
+            new = compose.fold_bn_forward(bn, layer)
+        except NotExact as exc:
+            self.refuse(key, "bn", [prev.target, node.target], str(exc))
+            return False
+        self.set_module(node, new)
+        node.args = (prev.args[0],) + tuple(node.args[1:])
+        self.gm.graph.erase_node(prev)
+        self.folds.append({"kind": "bn", "into": node.target, "from": [prev.target, node.target]})
+        return True
+
     def fold_chain(self, node) -> bool:
         b = self.module(node, _WEIGHTED)
         prev = node.args[0] if node.args else None
@@ -217,7 +239,7 @@ class _Folder:
         return False
 
     def run(self) -> None:
-        rules = (self.drop_identity, self.fold_bn, self.fold_chain, self.fold_add)
+        rules = (self.drop_identity, self.fold_bn, self.fold_bn_forward, self.fold_chain, self.fold_add)
         changed = True
         while changed:
             changed = False
