@@ -98,3 +98,18 @@ def test_constant_only_on_the_given_data_is_judged_on_that_data():
     small, report = fold_constant_channels(model, x)
     # random inputs may switch a 'dead' unit on; the pass documents and checks on the data only
     assert report["removed"]
+
+
+def test_always_on_layer_is_linearised_then_folds():
+    from netrazor.surgery import fold_linear_sections, linearise_always_on
+
+    model, x = make("mlp")
+    with torch.no_grad():
+        model[2].bias += 1e3  # the second rectifier's input is always positive: identity on the data
+    lin, report = linearise_always_on(model, x)
+    assert report["linearised"] == ["3"]
+    assert isinstance(lin[3], nn.Identity) and isinstance(model[3], nn.ReLU)
+    folded, _ = fold_linear_sections(lin, x)
+    assert sum(isinstance(m, nn.Linear) for m in folded.modules()) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-3)

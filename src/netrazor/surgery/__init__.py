@@ -2,6 +2,7 @@
 
 - :func:`prunable_groups` / :func:`remove_channels` — coupled channel removal (Torch-Pruning DepGraph)
 - :func:`fold_constant_channels` — remove constant (always-off) units, fold them into the next bias
+- :func:`linearise_always_on` — rectifiers that are the identity on the data become ``nn.Identity``
 - :func:`replace_activation` / :func:`fold_linear_sections` — linearise and fold sections exactly
 - :func:`check_equivalence` — the check every pass runs (raises SurgeryError)
 - :func:`save_model` / :func:`load_model` — no pickle: safetensors + architecture as JSON
@@ -10,7 +11,7 @@
 
 from netrazor.surgery.activations import activation_names, replace_activation
 from netrazor.surgery.channels import Group, prunable_groups, remove_channels
-from netrazor.surgery.constants import fold_constant_channels
+from netrazor.surgery.constants import fold_constant_channels, linearise_always_on
 from netrazor.surgery.equivalence import check_equivalence
 from netrazor.surgery.folding import fold_linear_sections
 from netrazor.surgery.onnx_export import export_onnx
@@ -23,6 +24,7 @@ __all__ = [
     "export_onnx",
     "fold_constant_channels",
     "fold_linear_sections",
+    "linearise_always_on",
     "prunable_groups",
     "remove_channels",
     "replace_activation",

@@ -54,6 +54,7 @@ class _RangeRecorder:
 
 @torch.no_grad()
 def _record_ranges(model: nn.Module, names: list[str], relus: list[str], batches) -> tuple[dict, dict]:
+    """Per-channel input ranges of the consumer modules ``names`` and of the rectifiers ``relus``."""
     recorders, relu_rec, handles = {}, {}, []
     for name in names:
         module = model.get_submodule(name)
@@ -187,3 +188,34 @@ def fold_constant_channels(
               "always_on": always_on, "max_rel_error": err}
     log.info("fold_constant_channels: removed %d units, refused %d", sum(map(len, removed.values())), len(refused))
     return result, report
+
+
+def linearise_always_on(
+    model: nn.Module,
+    example_inputs,
+    *,
+    types: tuple[type, ...] = (nn.ReLU,),
+    check_rtol: float = 1e-5,
+) -> tuple[nn.Module, dict]:
+    """Replace rectifiers whose input is >= 0 on every example and position by ``nn.Identity``.
+
+    Such a ReLU is the identity on the data (an "always-on" layer, entropy 0 in NEPENTHE's
+    terms), so :func:`fold_linear_sections` can then fold around it. Run it after
+    :func:`fold_constant_channels`, which removes the always-off channels that would otherwise
+    keep a layer nonlinear. Judged on ``example_inputs`` only (give real data) and checked on
+    them; a rectifier module used at several places must be non-negative at all of them.
+    Returns ``(new_model, {"linearised": [names], "max_rel_error"})``; the argument is unchanged.
+    """
+    batches = as_batches(example_inputs)
+    work = copy.deepcopy(model)
+    names = [n for n, m in work.named_modules() if type(m) in types]
+    _, ranges = _record_ranges(work, [], names, batches)
+    linearised = []
+    for name in names:
+        rec = ranges[name]
+        if rec.lo is not None and not bool(torch.isnan(rec.lo).any()) and bool((rec.lo >= 0).all()):
+            work.set_submodule(name, nn.Identity())
+            linearised.append(name)
+    err = check_equivalence(model, work, batches, rtol=check_rtol, random_inputs=False,
+                            what="linearise_always_on") if linearised else 0.0
+    return work, {"linearised": linearised, "max_rel_error": err}
