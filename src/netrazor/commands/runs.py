@@ -41,12 +41,13 @@ def register(app: typer.Typer) -> None:
             console.print(f"no runs under {root}; `netrazor train --model lenet5 --data mnist` makes one.")
             return
         table = Table(title=f"runs in {root}")
-        for col in ("id", "kind", "model", "data", "created", "status", "val acc", "test acc"):
-            table.add_column(col)
+        # The id already reads <created>-<kind>-<model>-<data>-<tag>, so the table stays narrow.
+        table.add_column("id", no_wrap=True)
+        for col in ("status", "val acc", "test acc"):
+            table.add_column(col, no_wrap=True)
         for r in rows:
             s = r["summary"]
-            table.add_row(r["id"], r["kind"], r["model"] or "", r["data"] or "", r["created"], r["status"],
-                          _pct(s.get("val_acc")), _pct(s.get("test_acc")))
+            table.add_row(r["id"], r["status"], _pct(s.get("val_acc")), _pct(s.get("test_acc")))
         console.print(table)
 
     @runs_app.command()
