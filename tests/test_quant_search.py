@@ -75,13 +75,13 @@ def test_allocate_bits_meets_budget_and_spares_the_sensitive_layer():
         model[5].weight.mul_(1e-3)  # the last layer barely matters → it should lose bits first
     eval_fn = _divergence_fn(model)
     nnz = {"1": 64 * 48, "3": 48 * 32, "5": 32 * 5}
-    full = sum(layer_bit_cost(n, 8, "kmeans") for n in nnz.values())
+    full = sum(layer_bit_cost(n, 8) for n in nnz.values())
     budget = full - 5 * 32 * 6  # saving enough only requires squeezing cheap layers a little
     result = allocate_bits(model, eval_fn, budget)
     assert result.evals["total_bits"] <= budget
     assert result.bits["5"] < 8
     assert result.bits["5"] <= result.bits["1"]
-    tighter = allocate_bits(model, eval_fn, sum(layer_bit_cost(n, 3, "kmeans") for n in nnz.values()))
+    tighter = allocate_bits(model, eval_fn, sum(layer_bit_cost(n, 3) for n in nnz.values()))
     assert sum(tighter.bits.values()) < sum(result.bits.values())
     assert tighter.evals["joint"] >= result.evals["joint"]
     with pytest.raises(ConfigError):

@@ -14,8 +14,6 @@ Stream layout (docs/nrz-format.md, "ANS stream"):
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from netrazor.codec.binary import Reader, Writer
@@ -134,11 +132,3 @@ def decode_stream(r: Reader, max_count: int, field: str, max_alphabet: int = MAX
     if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet or not freqs[symbols].all()):
         raise FormatError(f"{r.what}: stream '{field}' decodes to symbols its model forbids; the file is corrupt.")
     return symbols, alphabet
-
-
-def bits_to_bytes(bits: float) -> float:
-    return bits / 8.0
-
-
-def ceil_log2(n: int) -> int:
-    return max(1, math.ceil(math.log2(n))) if n > 1 else 0

@@ -131,9 +131,10 @@ def search_bits(
     return result
 
 
-def layer_bit_cost(nonzeros: int, bits: int, method: str) -> int:
-    """Bits a layer costs at ``bits``: one index per surviving weight plus its float32 codebook."""
-    return nonzeros * bits + 32 * (2**bits)
+def layer_bit_cost(nonzeros: int, bits: int, codebooks: int = 1) -> int:
+    """Bits a layer costs at ``bits``: one index per surviving weight plus its float32 codebook(s)
+    (one per output channel for per-channel uniform quantisation)."""
+    return nonzeros * bits + 32 * (2**bits) * codebooks
 
 
 def allocate_bits(
@@ -150,9 +151,11 @@ def allocate_bits(
     """
     widths = _check_bit_list(bits)
     nnz = layer_nonzeros(model)
+    mods = quantizable_layers(model)
+    books = {n: (mods[n].weight.shape[0] if per_channel else 1) for n in nnz}
     if not nnz:
         raise ConfigError("the model has no quantisable layer (Linear/Conv weight); nothing to allocate.")
-    floor = sum(layer_bit_cost(n, widths[-1], method) for n in nnz.values())
+    floor = sum(layer_bit_cost(nnz[n], widths[-1], books[n]) for n in nnz)
     if budget_bits < floor:
         raise ConfigError(f"budget of {budget_bits} bits is below the {floor} bits every layer needs at "
                           f"{widths[-1]} bit(s); raise the budget or allow fewer bits.")
@@ -161,7 +164,7 @@ def allocate_bits(
     chosen = {name: widths[0] for name in nnz}
 
     def total() -> int:
-        return sum(layer_bit_cost(nnz[n], chosen[n], method) for n in chosen)
+        return sum(layer_bit_cost(nnz[n], chosen[n], books[n]) for n in chosen)
 
     steps = []
     while total() > budget_bits:
@@ -171,7 +174,7 @@ def allocate_bits(
             if not lower:
                 continue
             nb = lower[0]
-            saved = layer_bit_cost(nnz[name], b, method) - layer_bit_cost(nnz[name], nb, method)
+            saved = layer_bit_cost(nnz[name], b, books[name]) - layer_bit_cost(nnz[name], nb, books[name])
             if saved <= 0:
                 continue
             # marginal eval increase per bit saved (clamped: a free improvement counts as zero cost)
