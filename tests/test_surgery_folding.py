@@ -218,3 +218,28 @@ def test_bn_before_linear_and_unpadded_conv_folds_but_not_before_padded_conv():
     assert sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in folded.modules()) == 1
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_then_pointwise_is_kept_unfolded_without_timing_and_grouped_identity_merges():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Identity(), nn.Conv2d(8, 16, 1)).eval()
+    x = torch.randn(2, 8, 10, 10)
+    folded, report = fold_linear_sections(model, x, time_kernels=False)
+    rec = report["folds"][0]
+    assert rec["kept"] == "unfolded" and rec["macs_folded"] > rec["macs_unfolded"]
+    assert folded is model
+
+    class DwResidual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+        def forward(self, x):
+            return self.dw(x) + x
+
+    block = DwResidual().eval()
+    folded, report = fold_linear_sections(block, x)
+    assert [f["kind"] for f in report["folds"]] == ["identity"]
+    assert folded.dw.groups == 8 and "add" not in folded.code
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), block(x), rtol=1e-5, atol=1e-5)

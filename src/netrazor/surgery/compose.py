@@ -163,10 +163,12 @@ def merge_identity(c: nn.Conv2d) -> nn.Conv2d:
     k, p, s = _pair(c.kernel_size), _pair(c.padding), _pair(c.stride)
     if s != (1, 1) or c.in_channels != c.out_channels or any(2 * p[d] != k[d] - 1 for d in (0, 1)):
         raise NotExact("identity shortcut needs stride 1, in == out channels and 'same' padding")
-    w = dense_conv_weight(c)
-    n = w.shape[0]
-    w[torch.arange(n), torch.arange(n), p[0], p[1]] += 1.0
-    return _new_conv(w, _bias(c, n), c.stride, c.padding, c.weight.dtype)
+    # With in == out every group maps its inputs to the same-numbered outputs, so output o reads
+    # input o as its local input o mod (channels per group): the grouped layout is kept.
+    w = c.weight.detach().double().clone()
+    n, per_group = w.shape[0], w.shape[1]
+    w[torch.arange(n), torch.arange(n) % per_group, p[0], p[1]] += 1.0
+    return _new_conv(w, _bias(c, n), c.stride, c.padding, c.weight.dtype, groups=c.groups)
 
 
 def merge_parallel(c: nn.Conv2d, d: nn.Conv2d) -> nn.Conv2d:
@@ -179,12 +181,14 @@ def merge_parallel(c: nn.Conv2d, d: nn.Conv2d) -> nn.Conv2d:
     if kd[0] > kc[0] or kd[1] > kc[1]:
         c, d = d, c
         kc, kd = kd, kc
+    if c.groups != d.groups:
+        raise NotExact("declined: parallel convs with different groups would become one dense conv")
     pc, pd = _pair(c.padding), _pair(d.padding)
     # Output j of c reads input j·s - pc + u; of d reads j·s - pd + t: so tap t sits at u = t + pc - pd.
     offset = (pc[0] - pd[0], pc[1] - pd[1])
-    w = dense_conv_weight(c) + _place(dense_conv_weight(d), kc, offset)
+    w = c.weight.detach().double() + _place(d.weight.detach().double(), kc, offset)
     bias = _bias(c, w.shape[0]) + _bias(d, w.shape[0])
-    return _new_conv(w, bias, c.stride, c.padding, c.weight.dtype)
+    return _new_conv(w, bias, c.stride, c.padding, c.weight.dtype, groups=c.groups)
 
 
 def conv_macs(c: nn.Conv2d, out_hw: tuple[int, int]) -> int:

@@ -67,6 +67,14 @@ def count_layers(model: nn.Module) -> dict:
     }
 
 
+def _chain_macs(a, b, new, a_out, b_out) -> tuple[int, int] | None:
+    """MACs per example of A then B, and of the composed conv (None without shape information)."""
+    if a_out is None or b_out is None or len(a_out) != 3 or len(b_out) != 3:
+        return None
+    hw_a, hw_b = a_out[1] * a_out[2], b_out[1] * b_out[2]
+    return a.weight.numel() * hw_a + b.weight.numel() * hw_b, new.weight.numel() * hw_b
+
+
 class _Folder:
     def __init__(self, gm: fx.GraphModule, time_kernels: bool, repeats: int):
         self.gm = gm
@@ -178,14 +186,18 @@ class _Folder:
             record["kernel"] = list(new.kernel_size)
             enlarged = max(new.kernel_size) > max(max(a.kernel_size), max(b.kernel_size))
             shape = self.in_shape(prev.args[0])
-            if enlarged and self.time_kernels and shape is not None:
+            macs = _chain_macs(a, b, new, self.in_shape(prev), self.in_shape(node))
+            if macs is not None:
+                record["macs_unfolded"], record["macs_folded"] = macs
+            more_macs = macs is None or macs[1] > macs[0]
+            # Time when the kernel grows (the issue's rule) or when folding adds MACs (e.g. a
+            # depthwise conv composed with a pointwise one becomes a dense conv).
+            if (enlarged or more_macs) and self.time_kernels and shape is not None:
                 timing = compare_forms(nn.Sequential(a, b), new, shape, repeats=self.repeats)
                 record["timing"] = timing
                 record["kept"] = timing["keep"]
-            elif enlarged:
-                record["kept"] = "folded" if new.weight.numel() * new.stride[0] * new.stride[1] <= n_before else "unfolded"
             else:
-                record["kept"] = "folded"
+                record["kept"] = "unfolded" if more_macs else "folded"
             if record["kept"] == "unfolded":
                 self.declined.add(key)
                 self.folds.append(record)
