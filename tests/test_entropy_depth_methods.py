@@ -152,3 +152,15 @@ def test_layer_folding_method_folds_high_alpha_layers():
     assert rec["layers"] == 2 - len(rec["linearised"])
     assert not any(isinstance(m, SlopeActivation) for m in out.modules())
     assert sum(isinstance(m, nn.Linear) for m in out.modules()) < 3
+
+
+def test_latency_is_timed_for_dense_dense_folded_and_result():
+    data = bundle()
+    ad = adapter(data)
+    model = mlp(bias_on=5.0)
+    ad.train(model, epochs=1)
+    knobs = dict(FAST, measure_latency=True, latency_repeats=3)
+    _, rec = NepentheMethod(delta=1.0, rounds=1, **knobs).run(model, ad)
+    for key in ("latency_ms_b1", "latency_ms_b1_dense", "latency_ms_b64", "latency_ms_b64_dense"):
+        assert rec[key] > 0
+    assert set(rec["latency_dense_folded"]) == {"latency_ms_b1_dense_folded", "latency_ms_b64_dense_folded"}

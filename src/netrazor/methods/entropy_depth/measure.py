@@ -37,13 +37,13 @@ def measure_cost(model: nn.Module, input_shape: tuple[int, ...], latency: bool =
     return out
 
 
-def paired_latency(dense: nn.Module, compressed: nn.Module, input_shape: tuple[int, ...], repeats: int = 30, pairs: int = 3) -> dict[str, float]:
-    """Latency of the dense and the compressed model measured back to back, alternating.
+def paired_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], repeats: int = 30, pairs: int = 3) -> dict[str, float]:
+    """Latency of several models measured back to back, alternating: ``{suffix: model}``.
 
     Timing noise on a shared CPU reaches +-40 % between minutes (DESIGN.md), so before/after are
     timed in the same minute, ``pairs`` times alternately, each in contiguous (NCHW) memory format
     (training may leave a model channels_last), and the median of the medians is kept.
-    Keys: latency_ms_b1(_dense), latency_ms_b64(_dense).
+    Keys: ``latency_ms_b1<suffix>``, ``latency_ms_b64<suffix>``.
     """
     import copy
     import statistics
@@ -52,13 +52,13 @@ def paired_latency(dense: nn.Module, compressed: nn.Module, input_shape: tuple[i
 
     from netrazor import measure as m
 
-    models = {}
-    for key, model in (("_dense", dense), ("", compressed)):
+    ready = {}
+    for key, model in models.items():
         c = copy.deepcopy(model).eval()
-        models[key] = c.to(memory_format=torch.contiguous_format) if len(input_shape) == 3 else c
+        ready[key] = c.to(memory_format=torch.contiguous_format) if len(input_shape) == 3 else c
     samples: dict[str, list[float]] = {}
     for _ in range(pairs):
-        for key, model in models.items():
+        for key, model in ready.items():
             samples.setdefault(f"latency_ms_b1{key}", []).append(float(m.latency_ms(model, tuple(input_shape), batch_size=1, repeats=repeats)["median"]))
             samples.setdefault(f"latency_ms_b64{key}", []).append(float(m.latency_ms(model, tuple(input_shape), batch_size=64, repeats=max(5, repeats // 3))["median"]))
     return {k: statistics.median(v) for k, v in samples.items()}
