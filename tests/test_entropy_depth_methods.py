@@ -164,3 +164,18 @@ def test_latency_is_timed_for_dense_dense_folded_and_result():
     for key in ("latency_ms_b1", "latency_ms_b1_dense", "latency_ms_b64", "latency_ms_b64_dense"):
         assert rec[key] > 0
     assert set(rec["latency_dense_folded"]) == {"latency_ms_b1_dense_folded", "latency_ms_b64_dense_folded"}
+
+
+@pytest.mark.parametrize("cls,knobs", [
+    (NepentheMethod, {"zeta": 1.5}),
+    (NepentheMethod, {"temperature": 0.0}),
+    (NepentheMethod, {"delta": -0.1}),
+    (EasierMethod, {"entropy_split": "holdout"}),
+    (LayerFoldingMethod, {"threshold": 0.0}),
+    (LayerFoldingMethod, {"alpha_init": -1.0}),
+])
+def test_bad_knobs_are_refused_at_construction(cls, knobs):
+    from netrazor.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        cls(**knobs)

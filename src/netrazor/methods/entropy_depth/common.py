@@ -52,6 +52,9 @@ class DepthKnobs:
     finish_samples: int = 1024
     retrain_lr: float | None = None
 
+    def __post_init__(self) -> None:
+        self._check()
+
     def _check(self) -> None:
         if not 0 <= self.delta <= 1:
             raise ConfigError(f"delta must be a fraction in [0, 1] (0.01 = one accuracy point), got {self.delta}.")

@@ -87,9 +87,14 @@ class LayerFoldingMethod(DepthKnobs):
     finetune_epochs: int = 1
     alpha_init: float = 0.01
 
-    def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
+    def _check(self) -> None:
+        super()._check()
         if not 0 < self.threshold <= 1:
-            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}.")
+            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}; alpha at or above it is folded (paper: 0.9).")
+        if self.penalty < 0 or not 0 <= self.alpha_init <= 1:
+            raise ConfigError(f"penalty must be >= 0 and alpha_init in [0, 1], got {self.penalty} and {self.alpha_init}.")
+
+    def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
         record = self.start(model, adapter, "layer-folding")
         links = link_rectifiers(model)
         names = [n for n, _ in find_rectifiers(model)]
