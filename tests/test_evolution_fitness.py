@@ -1,6 +1,7 @@
 """The hot loop: vectorised candidate evaluation must give the looped (one forward per candidate)
 fitness values, on plain, residual/BN and untraceable models."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,3 +98,28 @@ def test_kl_is_zero_for_identical_logits_and_positive_otherwise():
     s = torch.stack([t, t + torch.randn(5, 10)])
     d = kl_divergence(s, t, temperature=4.0)
     assert abs(float(d[0])) < 1e-6 and float(d[1]) > 1e-4
+
+
+def test_measure_throughput_reports_both_evaluators_with_equal_fitness():
+    from netrazor.methods.evolution import measure_throughput
+
+    torch.manual_seed(0)
+    res = measure_throughput(TinyCNN(), torch.randn(16, 1, 16, 16), candidates=6, repeats=1)
+    assert set(res["layers"]) == {"conv", "fc1", "fc2"}
+    for r in res["layers"].values():
+        assert r["looped_per_s"] > 0 and r["vectorised_per_s"] > 0
+        assert r["ratio"] == pytest.approx(r["vectorised_per_s"] / r["looped_per_s"])
+        assert r["max_abs_diff"] < 1e-6
+    assert res["overall"]["ratio"] > 0
+
+
+def test_divergence_plot_is_written(tmp_path):
+    from netrazor.methods.evolution import EvolutionMethod, plot_divergence_vs_density
+    from test_evolution_support import trained_teacher
+
+    model, adapter = trained_teacher()
+    _, rec = EvolutionMethod(targets=0.3, cycles=2, population=4, elite=1, generations=2, eval_size=32,
+                             finetune_epochs=0).run(model, adapter)
+    out = tmp_path / "div.png"
+    plot_divergence_vs_density(rec, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
