@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
+import torch
 from torch import nn
 
 from netrazor.errors import ConfigError
@@ -125,6 +126,10 @@ class DepthKnobs:
         linearised_model = copy.deepcopy(model)
         batches = self.finish_batches(adapter)
         model, report = finish(model, batches, fold=self.fold, remove_dead=self.remove_dead)
+        # Training may leave weights channels_last while folded layers are new (contiguous): hand
+        # back one layout, the one a plain NCHW input uses, so no layer pays a layout conversion.
+        if batches and batches[0].dim() == 4:
+            model = model.to(memory_format=torch.contiguous_format)
         record["surgery"] = report
         final = self.evaluate(model, adapter)
         rects = [n for n, _ in find_rectifiers(model)]
