@@ -172,20 +172,34 @@ class EvolutionMethod:
             zs[:, pool] = members
             return zs
 
+        memo: dict[bytes, float] = {}  # fitness of every set scored in this step (fixed batch)
+        counter = {"evaluated": 0, "proposed": 0}
+
+        def score(members: torch.Tensor) -> torch.Tensor:
+            # Children often repeat a parent or each other once the population converges: score
+            # each distinct set once.
+            keys = [bytes(row.numpy().tobytes()) for row in members]
+            todo = [i for i, key in enumerate(keys) if key not in memo and key not in keys[:i]]
+            if todo:
+                values = fitness(as_zero_sets(members[todo]))
+                for i, v in zip(todo, values.tolist()):
+                    memo[keys[i]] = v
+            counter["evaluated"] += len(todo)
+            counter["proposed"] += len(keys)
+            return torch.tensor([memo[key] for key in keys], dtype=torch.float64)
+
         pop = genetics.initial_population(pool.numel(), k, self.population, g)
-        fit = fitness(as_zero_sets(pop))
+        fit = score(pop)
         greedy_div = float(fit[0])
-        evaluated = pop.shape[0]
         elite = min(self.elite, pop.shape[0])
         if pool.numel() > k:  # otherwise there is exactly one candidate: nothing to evolve
             for _ in range(self.generations - 1):
                 pop, elite_fit = genetics.next_generation(pop, fit, elite, k, self.mutation_rate, g)
                 children = pop[elite:]
-                fit = torch.cat([elite_fit, fitness(as_zero_sets(children))]) if len(children) else elite_fit
-                evaluated += children.shape[0]
+                fit = torch.cat([elite_fit, score(children)]) if len(children) else elite_fit
         best = int(torch.argmin(fit))  # first minimum: deterministic
         return {"zero": pool[pop[best]], "divergence": float(fit[best]), "greedy_divergence": greedy_div,
-                "evaluated": evaluated, "pool": int(pool.numel())}
+                "evaluated": counter["evaluated"], "proposed": counter["proposed"], "pool": int(pool.numel())}
 
     # ------------------------------------------------------------------ the method
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict]:
@@ -245,7 +259,7 @@ class EvolutionMethod:
                         stopped[name] = f"divergence {found['divergence']:.4g} > tolerance {self.tolerance} in cycle {cycle}"
                     step = {"cycle": cycle, "layer": name, "k": k, "pool": found["pool"], "committed": committed,
                             "divergence": found["divergence"], "greedy_divergence": found["greedy_divergence"],
-                            "evaluated": found["evaluated"], "seconds": seconds,
+                            "evaluated": found["evaluated"], "proposed": found["proposed"], "seconds": seconds,
                             "density": density(masks[name]), "overall_density": self._overall(masks)}
                     steps.append(step)
                     self._emit({"event": "step", **step})
