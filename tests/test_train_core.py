@@ -322,3 +322,21 @@ def test_distillation_loss_matches_hinton_formula():
     assert s.grad is not None and t.grad is None  # the teacher is not trained
     with pytest.raises(ConfigError):
         distillation_loss(s, t, alpha=0.5)  # needs targets
+
+
+# ---------------------------------------------------------------- custom param groups
+def test_callback_param_groups_get_their_own_lr_and_decay(data):
+    class FreezeHeadByLr(Callback):
+        def param_groups(self, trainer):
+            return [{"params": [("head.weight", trainer.model[3].weight), ("head.bias", trainer.model[3].bias)],
+                     "lr_scale": 0.0, "weight_decay": 0.0}]
+
+    model = mlp()
+    head_before = model[3].weight.detach().clone()
+    body_before = model[1].weight.detach().clone()
+    trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=64, lr=0.05, weight_decay=1e-3), callbacks=[FreezeHeadByLr()])
+    trainer.fit()
+    assert len(trainer.optimizer.param_groups) == 2
+    assert trainer.optimizer.param_groups[1]["weight_decay"] == 0.0
+    assert torch.equal(model[3].weight, head_before)  # lr_scale 0: never moves
+    assert not torch.equal(model[1].weight, body_before)

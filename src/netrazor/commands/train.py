@@ -99,8 +99,11 @@ def register(app: typer.Typer) -> None:
                 result = train_job(model, data, overrides=overrides, out=out, resume=resume, data_root=data_root,
                                    width_mult=width_mult, device=device, progress=bar)
         except TrainInterrupted as exc:
-            console.print(f"[yellow]interrupted[/]: the last epoch checkpoint in {exc.run_dir} is kept; continue with "
-                          f"`netrazor train --resume {exc.run_dir}`.")
+            if (Path(exc.run_dir) / "checkpoint.json").exists():
+                kept = f"the last epoch checkpoint in {exc.run_dir} is kept"
+            else:
+                kept = f"no epoch had finished, so resuming {exc.run_dir} starts from its beginning"
+            console.print(f"[yellow]interrupted[/]: {kept}; continue with `netrazor train --resume {exc.run_dir}`.")
             raise typer.Exit(130)
         if result.run is not None:
             Console().print(_summary_table(result))
