@@ -17,7 +17,6 @@ from netrazor.methods.entropy_depth import (
     LayerFoldingMethod,
     NepentheMethod,
     SlopeActivation,
-    find_rectifiers,
     linearity_penalty,
     rectifier_entropy,
 )
@@ -178,4 +177,6 @@ def test_bad_knobs_are_refused_at_construction(cls, knobs):
     from netrazor.errors import ConfigError
 
     with pytest.raises(ConfigError):
+        cls(**knobs)
+    with pytest.raises(ValueError):  # what the recipe validator catches
         cls(**knobs)

@@ -19,6 +19,11 @@ from netrazor.methods.entropy_depth.measure import measure_cost, paired_latency
 log = logging.getLogger(__name__)
 
 
+class KnobError(ConfigError, ValueError):
+    """A bad knob value: a ``ConfigError`` for the CLI, a ``ValueError`` for the recipe validator
+    (``pipeline.stages.validate_stages`` builds methods from recipes and catches ValueError)."""
+
+
 @dataclass
 class DepthKnobs:
     """Knobs common to the three methods.
@@ -58,11 +63,11 @@ class DepthKnobs:
 
     def _check(self) -> None:
         if not 0 <= self.delta <= 1:
-            raise ConfigError(f"delta must be a fraction in [0, 1] (0.01 = one accuracy point), got {self.delta}.")
+            raise KnobError(f"delta must be a fraction in [0, 1] (0.01 = one accuracy point), got {self.delta}.")
         if self.rounds < 0 or self.retrain_epochs < 0:
-            raise ConfigError("rounds and retrain_epochs must be >= 0.")
+            raise KnobError("rounds and retrain_epochs must be >= 0.")
         if self.entropy_split not in ("train", "val", "test"):
-            raise ConfigError(f"entropy_split must be train/val/test, got {self.entropy_split!r}.")
+            raise KnobError(f"entropy_split must be train/val/test, got {self.entropy_split!r}.")
 
     def knobs(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

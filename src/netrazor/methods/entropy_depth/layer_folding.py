@@ -32,9 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netrazor.errors import ConfigError
 from netrazor.methods.entropy_depth._compat import CallbackBase
-from netrazor.methods.entropy_depth.common import DepthKnobs
+from netrazor.methods.entropy_depth.common import DepthKnobs, KnobError
 from netrazor.methods.entropy_depth.entropy import SlopeActivation, find_rectifiers
 from netrazor.methods.entropy_depth.graph import link_rectifiers
 from netrazor.methods.entropy_depth.linearise import set_module
@@ -90,9 +89,9 @@ class LayerFoldingMethod(DepthKnobs):
     def _check(self) -> None:
         super()._check()
         if not 0 < self.threshold <= 1:
-            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}; alpha at or above it is folded (paper: 0.9).")
+            raise KnobError(f"threshold must be in (0, 1], got {self.threshold}; alpha at or above it is folded (paper: 0.9).")
         if self.penalty < 0 or not 0 <= self.alpha_init <= 1:
-            raise ConfigError(f"penalty must be >= 0 and alpha_init in [0, 1], got {self.penalty} and {self.alpha_init}.")
+            raise KnobError(f"penalty must be >= 0 and alpha_init in [0, 1], got {self.penalty} and {self.alpha_init}.")
 
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
         record = self.start(model, adapter, "layer-folding")

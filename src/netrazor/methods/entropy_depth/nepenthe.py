@@ -25,10 +25,9 @@ from typing import Any
 
 from torch import nn
 
-from netrazor.errors import ConfigError
 
 from netrazor.methods.entropy_depth.budget import allocate
-from netrazor.methods.entropy_depth.common import DepthKnobs, entropy_table
+from netrazor.methods.entropy_depth.common import DepthKnobs, KnobError, entropy_table
 from netrazor.methods.entropy_depth.entropy import find_rectifiers
 from netrazor.methods.entropy_depth.graph import link_rectifiers
 from netrazor.methods.entropy_depth.linearise import linearise
@@ -53,9 +52,9 @@ class NepentheMethod(DepthKnobs):
     def _check(self) -> None:
         super()._check()
         if not 0.0 <= self.zeta <= 1.0:
-            raise ConfigError(f"zeta must be in [0, 1], got {self.zeta}; it is the fraction of alive weights pruned per round (EGP: 0.5).")
+            raise KnobError(f"zeta must be in [0, 1], got {self.zeta}; it is the fraction of alive weights pruned per round (EGP: 0.5).")
         if self.temperature <= 0 or self.eps <= 0:
-            raise ConfigError(f"temperature and eps must be > 0, got {self.temperature} and {self.eps}.")
+            raise KnobError(f"temperature and eps must be > 0, got {self.temperature} and {self.eps}.")
 
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
         record = self.start(model, adapter, "nepenthe")
