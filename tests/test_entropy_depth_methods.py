@@ -180,3 +180,22 @@ def test_bad_knobs_are_refused_at_construction(cls, knobs):
         cls(**knobs)
     with pytest.raises(ValueError):  # what the recipe validator catches
         cls(**knobs)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.LeakyReLU(0.2), nn.PReLU(3, init=0.3)])
+def test_linearising_a_zero_entropy_layer_is_exact_on_its_data(act):
+    from netrazor.methods.entropy_depth import linearise
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), act, nn.Linear(3, 2)).eval()
+    with torch.no_grad():  # channel 0 always on, channels 1-2 always off on this data
+        model[1].bias.copy_(torch.tensor([50.0, -50.0, -60.0]))
+    x = torch.randn(64, 4)
+    ent = rectifier_entropy(model, [x])["2"]
+    assert ent.is_linear and ent.always_off.tolist() == [False, True, True]
+    before = model(x)
+    from netrazor.methods.entropy_depth.graph import link_rectifiers
+
+    inexact = linearise(model, "2", ent, link_rectifiers(model).producer["2"])
+    assert inexact == 0 and isinstance(model[2], nn.Identity)
+    assert torch.allclose(model(x), before, atol=1e-4)
