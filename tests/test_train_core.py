@@ -340,3 +340,25 @@ def test_callback_param_groups_get_their_own_lr_and_decay(data):
     assert trainer.optimizer.param_groups[1]["weight_decay"] == 0.0
     assert torch.equal(model[3].weight, head_before)  # lr_scale 0: never moves
     assert not torch.equal(model[1].weight, body_before)
+
+
+def test_fit_is_seeded_and_leaves_the_callers_rng_alone(data):
+    class DrawSpy(Callback):
+        def __init__(self):
+            self.draw = None
+
+        def on_step_end(self, trainer, step, loss):
+            if step == 0:
+                self.draw = torch.rand(3)
+
+    spies = [DrawSpy(), DrawSpy()]
+    torch.manual_seed(1)
+    Trainer(mlp(), data, TrainConfig(epochs=1, batch_size=128, seed=3), callbacks=[spies[0]]).fit()
+    torch.manual_seed(2)
+    Trainer(mlp(), data, TrainConfig(epochs=1, batch_size=128, seed=3), callbacks=[spies[1]]).fit()
+    assert torch.equal(spies[0].draw, spies[1].draw)  # training's stream comes from config.seed only
+
+    model = mlp()
+    before = torch.get_rng_state()
+    Trainer(model, data, TrainConfig(epochs=1, batch_size=128, seed=3), callbacks=[DrawSpy()]).fit()
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's stream is untouched

@@ -14,12 +14,12 @@ machine and thread count. A run killed mid-epoch restarts that epoch from its be
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,27 @@ from netrazor.train.state import flatten, unflatten
 log = logging.getLogger(__name__)
 
 History = list  # list[dict]: one row per epoch (see Trainer.fit)
+
+
+@contextlib.contextmanager
+def _own_rng_stream() -> Iterator[None]:
+    """Run ``fit`` on its own RNG stream and give the caller's global RNG states back afterwards.
+
+    Why: training seeds the global generators from ``config.seed`` (fresh run) or the checkpoint
+    (resume), so its dropout/gate samples are reproducible; without this a method that calls
+    ``Adapter.train`` between its own random draws would get the same draws after every fit.
+    """
+    torch_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def seed_everything(seed: int) -> None:
@@ -189,7 +210,13 @@ class Trainer:
         ``resume=True`` continues from the last epoch checkpoint in ``run_dir`` (a run that died
         before its first checkpoint starts from scratch). Returns the history: one dict per epoch
         with epoch (0-based), train_loss, train_acc, val_loss, val_acc, lr, seconds, images_per_s.
+        Training draws from the global RNGs seeded by ``config.seed`` (or restored on resume); the
+        caller's RNG states are restored when ``fit`` returns or raises.
         """
+        with _own_rng_stream():
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> History:
         restored = False
         if resume:
             if self.run_dir is None:
