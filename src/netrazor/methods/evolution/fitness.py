@@ -34,7 +34,7 @@ def candidate_weights(weight: torch.Tensor, zero_sets: torch.Tensor) -> torch.Te
     """``[P, *weight.shape]``: the layer weight with each candidate's positions zeroed.
 
     ``zero_sets`` is a bool ``[P, weight.numel()]`` (True = zero this weight)."""
-    keep = (~zero_sets).to(weight.dtype).view(zero_sets.shape[0], *weight.shape)
+    keep = (~zero_sets).to(device=weight.device, dtype=weight.dtype).view(zero_sets.shape[0], *weight.shape)
     return weight.unsqueeze(0) * keep
 
 

@@ -62,8 +62,9 @@ def saliency(weight: torch.Tensor, kind: str, fisher: torch.Tensor | None = None
 def candidate_pool(score: torch.Tensor, alive: torch.Tensor, k: int, pool_factor: float) -> torch.Tensor:
     """Flat indices of the ``max(k, pool_factor*k)`` least salient surviving weights, sorted by
     increasing saliency (ties by index, so the pool is deterministic)."""
-    alive_idx = torch.nonzero(alive.flatten(), as_tuple=False).squeeze(1)
+    # The search bookkeeping lives on the CPU; only candidate weights go to the model's device.
+    alive_idx = torch.nonzero(alive.flatten().cpu(), as_tuple=False).squeeze(1)
     size = min(alive_idx.numel(), max(k, int(round(pool_factor * k))))
-    s = score.flatten()[alive_idx]
+    s = score.detach().flatten().cpu()[alive_idx]
     order = torch.argsort(s, stable=True)[:size]
     return alive_idx[order]
