@@ -352,10 +352,10 @@ def test_fit_is_seeded_and_leaves_the_callers_rng_alone(data):
                 self.draw = torch.rand(3)
 
     spies = [DrawSpy(), DrawSpy()]
-    torch.manual_seed(1)
-    Trainer(mlp(), data, TrainConfig(epochs=1, batch_size=128, seed=3), callbacks=[spies[0]]).fit()
-    torch.manual_seed(2)
-    Trainer(mlp(), data, TrainConfig(epochs=1, batch_size=128, seed=3), callbacks=[spies[1]]).fit()
+    for spy, caller_seed in zip(spies, (1, 2)):
+        model = mlp()
+        torch.manual_seed(caller_seed)  # different caller states before fit
+        Trainer(model, data, TrainConfig(epochs=1, batch_size=128, seed=3), callbacks=[spy]).fit()
     assert torch.equal(spies[0].draw, spies[1].draw)  # training's stream comes from config.seed only
 
     model = mlp()
