@@ -6,20 +6,21 @@
     python -m benchmarks.ebcle_bench --fit mnist-resnet32,fashion-mnist-resnet32,cifar10-resnet32
 
 Per seed: build and train the deep model (``default_config(deep, data)`` with ``--epochs`` and the
-seed), time it, evaluate it (val and test), probe it on the first 256 validation images; build
+seed), time it, evaluate it (val and test), probe it on 512 validation images (fixed random draw, with labels for the lesion column); build
 the EBCLE-shaped model (``shape(deep, bound, keep)``; same params by default), train it with the
 same recipe, time it, evaluate it. After all seeds: Welch t-tests (scipy) on training seconds and
 test error. Records (DESIGN.md keys) go to ``benchmarks/results/<data>-<deep>/dense-seed<N>.json``
 and ``ebcle-seed<N>.json`` (``-quick`` appended to the file name for --quick runs, so they never
-pass for full runs), the probe plot of each seed to ``ebcle-probe-seed<N>.png`` beside them.
+pass for full runs), the probe plot of each seed to ``ebcle-probe-seed<N>.png`` beside them; the trained deep
+models to ``runs/ebcle-bench/`` (``netrazor depth-bound --probe`` re-probes them with other knobs).
 
 Reduced schedules (2 shared CPU cores; docs/methods/ebcle.md):
   default     ``--train-size`` training images (default 10 000, a fixed random subset drawn
-              with generator seed 0; 0 = the whole split), the first ``--val-size`` validation
-              images (default 2 000; per-epoch validation is part of the timed training) and the
-              full test split, ``--epochs`` (default 3) epochs of the data set's recipe.
-  --quick     resnet20 unless --deep is given, 6 000 training images, 2 epochs, first 2 000 test
-              images: shows the pipeline end to end in minutes; its numbers are not the claim.
+              with generator seed 0; 0 = the whole split), ``--val-size`` validation
+              images (default 2 000, a fixed random draw; per-epoch validation is part of the
+              timed training) and the full test split, ``--epochs`` (default 3) epochs of the data set's recipe.
+  --quick     resnet20 unless --deep is given, 6 000 training images, 2 epochs, 2 000 test
+              images (fixed random draw): shows the pipeline end to end in minutes; its numbers are not the claim.
   --probe-only  part (a) only (calibration runs): no shaped model is trained.
   --fit T1,T2,…  no training: fit the default rule's constant k (least squares through the
               origin of effective conv depth on h*log2(side)) from the dense records of tasks T*.
@@ -45,7 +46,7 @@ from netrazor.measure import count_macs, count_params, evaluate
 from netrazor.methods.base import Adapter
 from netrazor.methods.ebcle import conv_depth, get_rule, identity_probe, plot_probe, probe_batch, shape
 from netrazor.methods.ebcle.rules import entropy_ratio, halvings
-from netrazor.models import build_model
+from netrazor.models import build_model, save_model
 from netrazor.pipeline.records import make_record, write_record
 from netrazor.train import default_config
 
@@ -59,15 +60,16 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--train-size", type=int, default=None, help="training subset (0 = all)")
-    p.add_argument("--test-size", type=int, default=None, help="first N test images (default all)")
-    p.add_argument("--val-size", type=int, default=2000, help="first N validation images (0 = all 5 000)")
+    p.add_argument("--test-size", type=int, default=None, help="N test images, fixed random draw (default all)")
+    p.add_argument("--val-size", type=int, default=2000, help="N validation images, fixed random draw (0 = all 5 000)")
     p.add_argument("--keep", default="params", choices=["params", "flops", "width"])
     p.add_argument("--rule", default="entropy-halvings")
-    p.add_argument("--probe-images", type=int, default=256)
+    p.add_argument("--probe-images", type=int, default=512)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--probe-only", action="store_true")
     p.add_argument("--fit", default=None, help="comma-separated tasks whose dense records calibrate k")
     p.add_argument("--results", default="benchmarks/results")
+    p.add_argument("--cache", default="runs/ebcle-bench", help="where the trained deep models are saved")
     return p.parse_args(argv)
 
 
@@ -77,11 +79,14 @@ def prepare_data(args):
     if train_size and train_size < len(data.train):
         g = torch.Generator().manual_seed(0)  # the same subset for every seed and both models
         data = dataclasses.replace(data, train=data.train.subset(torch.randperm(len(data.train), generator=g)[:train_size]))
+    # Random fixed subsets, never prefixes: CIFAR-10's splits are stored class by class.
     if args.val_size and args.val_size < len(data.val):
-        data = dataclasses.replace(data, val=data.val.subset(torch.arange(args.val_size)))
+        g = torch.Generator().manual_seed(1)
+        data = dataclasses.replace(data, val=data.val.subset(torch.randperm(len(data.val), generator=g)[: args.val_size]))
     test_size = args.test_size if args.test_size is not None else (2000 if args.quick else 0)
     if test_size and test_size < len(data.test):
-        data = dataclasses.replace(data, test=data.test.subset(torch.arange(test_size)))
+        g = torch.Generator().manual_seed(2)
+        data = dataclasses.replace(data, test=data.test.subset(torch.randperm(len(data.test), generator=g)[:test_size]))
     return data
 
 
@@ -135,7 +140,9 @@ def run(args) -> list[Path]:
         torch.manual_seed(seed)
         dense = build_model(deep, **build_kw)
         d = train_and_measure(dense, data, config)
-        report = identity_probe(dense, probe_batch(data, args.probe_images))
+        save_model(dense, Path(args.cache) / f"{task}-e{epochs}-seed{seed}{suffix}")  # re-probe with other knobs later
+        px, py = probe_batch(data, args.probe_images, with_labels=True)
+        report = identity_probe(dense, px, labels=py)
         bound_blocks = sum(r["conv_depth"] <= bound for r in report.rows)
         plot_probe(report, Path(args.results) / task / f"ebcle-probe-seed{seed}{suffix}.png", bound_blocks=bound_blocks,
                    title=f"{task} seed {seed}: probe vs EBCLE bound")

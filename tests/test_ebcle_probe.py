@@ -135,3 +135,20 @@ def test_probe_restores_mode_and_plots(tmp_path):
     assert report.rows[-1]["conv_depth"] == 19
     path = plot_probe(report, tmp_path / "probe.png", bound_blocks=4)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lesion_column_and_criterion():
+    torch.manual_seed(0)
+    model = ToyResNet()
+    for i in (2, 4, 5):
+        nn.init.zeros_(model.blocks[i].branch.conv2.weight)
+        nn.init.zeros_(model.blocks[i].branch.conv2.bias)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))
+    report = identity_probe(model, x, labels=y, criterion="lesion")
+    for i in (2, 4, 5):
+        assert report.rows[i]["lesion"] == 0.0  # switching off a zero branch changes nothing
+    assert report.effective_depth == max((r["index"] for r in report.rows if r["lesion"] > 0.005), default=0)
+    assert all(r["identity_like"] == (r["lesion"] <= 0.005) for r in report.rows)
+    assert report.lesion_threshold == 0.005
+    with pytest.raises(ConfigError, match="labels"):
+        identity_probe(model, x, criterion="lesion")

@@ -62,12 +62,12 @@ def _shape_table(rep: dict) -> Table:
 def _probe_table(p: dict, bound: int) -> Table:
     t = Table(title=f"identity probe ({p['n_examples']} val images, criterion {p['criterion']}, "
                     f"residual <= {p['residual_threshold']}, CKA >= {p['cka_threshold']})")
-    for col in ("#", "block", "conv depth", "||F(x)||/||x||", "CKA", "identity-like"):
+    for col in ("#", "block", "conv depth", "||F(x)||/||x||", "CKA", "lesion Δacc", "identity-like"):
         t.add_column(col, justify="right" if col not in ("block",) else "left")
     for r in p["rows"]:
         mark = "[dim]yes[/]" if r["identity_like"] else "no"
         depth = f"{r['conv_depth']}" + (" [red]>bound[/]" if r["conv_depth"] > bound else "")
-        t.add_row(str(r["index"]), r["name"], depth, _fmt(r["residual"]), _fmt(r["cka"]), mark)
+        t.add_row(str(r["index"]), r["name"], depth, _fmt(r["residual"]), _fmt(r["cka"]), _fmt(r.get("lesion")), mark)
     return t
 
 
@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         keep: str = typer.Option("params", "--keep", help="What the shaped model keeps: params, flops or width."),
         mode: str = typer.Option("channel", "--mode", help="Entropy per channel ('channel') or of the luma ('luma')."),
         probe_images: int = typer.Option(256, "--probe-images", help="Validation images the probe uses."),
+        criterion: str = typer.Option("auto", "--criterion", help="Identity-like test: auto, residual, cka, both or lesion."),
+        residual_threshold: float = typer.Option(0.1, "--residual-threshold", help="||F(x)||/||x|| at or below this is identity-like."),
+        cka_threshold: float = typer.Option(0.95, "--cka-threshold", help="CKA at or above this is identity-like."),
         data_root: Optional[Path] = typer.Option(None, help="Where data sets live (default $NETRAZOR_DATA or ~/.cache/netrazor/data)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
     ) -> None:
@@ -93,7 +96,8 @@ def register(app: typer.Typer) -> None:
         probe_model = _load(probe) if probe is not None else None
         options = {"k": k} if k is not None else None
         rep = depth_bound_report(bundle, model or None, rule=rule, rule_options=options, keep=keep,
-                                 entropy_mode=mode, probe_model=probe_model, probe_images=probe_images)
+                                 entropy_mode=mode, probe_model=probe_model, probe_images=probe_images,
+                                 criterion=criterion, residual_threshold=residual_threshold, cka_threshold=cka_threshold)
         if as_json:
             typer.echo(json.dumps(rep, indent=2, default=str))
             return

@@ -8,11 +8,16 @@ probe measures that on a trained model, per block, on a fixed batch (use the val
 - ``cka``: linear CKA (Kornblith et al. 2019) between the previous block's output (the first
   block: its own input) and this block's output, examples flattened. Works for any net.
 
+- ``lesion`` (only when ``labels`` are given; residual blocks only): the accuracy lost on the
+  probe batch when the block's branch is switched off (output ``relu(shortcut(x))``), the lesion
+  study of Veit et al. (2016). A functional check of "insignificant contributions".
+
 A block is *identity-like* [REC] by ``criterion``:
   "auto" (default): residual blocks by ``residual <= residual_threshold``, other blocks by
          ``cka >= cka_threshold``;
   "residual": residual norm only (non-residual blocks never count as identity-like);
-  "cka": CKA only; "both": residual blocks need both tests, others the CKA test.
+  "cka": CKA only; "both": residual blocks need both tests, others the CKA test;
+  "lesion": residual blocks by ``lesion <= lesion_threshold`` (needs ``labels``), others by CKA.
 The *effective depth* is the number of blocks before they stay identity-like: the 1-based index
 of the last block that is not identity-like (0 if all are). ``effective_conv_layers`` converts it
 to the rule's unit: main-path conv layers executed up to that block's output (stem included,
@@ -33,9 +38,10 @@ from netrazor.methods.ebcle.cka import cka_from_grams, gram
 
 log = logging.getLogger(__name__)
 
-CRITERIA = ("auto", "residual", "cka", "both")
+CRITERIA = ("auto", "residual", "cka", "both", "lesion")
 DEFAULT_RESIDUAL_THRESHOLD = 0.1
 DEFAULT_CKA_THRESHOLD = 0.95
+DEFAULT_LESION_THRESHOLD = 0.005
 
 
 @dataclass
@@ -53,6 +59,7 @@ class ProbeReport:
     residual_threshold: float
     cka_threshold: float
     debiased: bool
+    lesion_threshold: float | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +103,8 @@ def identity_probe(
     residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD,
     cka_threshold: float = DEFAULT_CKA_THRESHOLD,
     debiased: bool = True,
+    labels: torch.Tensor | None = None,
+    lesion_threshold: float = DEFAULT_LESION_THRESHOLD,
 ) -> ProbeReport:
     """Probe ``model`` on ``images`` (a normalised float batch ``[n, C, H, W]``, e.g.
     ``bundle.normalize(bundle.val.images[:256])``); ``blocks`` are module names (default
@@ -103,6 +112,8 @@ def identity_probe(
     eval mode under ``torch.no_grad``; its mode is restored afterwards."""
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown probe criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
+    if criterion == "lesion" and labels is None:
+        raise ConfigError("criterion='lesion' needs the probe batch's labels; pass labels=.")
     if not torch.is_floating_point(images):
         raise ConfigError("identity_probe needs normalised float images; pass bundle.normalize(uint8_images).")
     modules = dict(model.named_modules())
@@ -156,6 +167,8 @@ def identity_probe(
         for h in handles:
             h.remove()
         model.train(was_training)
+    lesions = _lesions(model, x, labels, [n for n in state["order"] if is_residual_block(modules[n])], modules) \
+        if labels is not None else {}
 
     notes = []
     unused = [n for n in names if "gram_out" not in records[n]]
@@ -171,7 +184,10 @@ def identity_probe(
             residual = float((rec["branch_norm"] / rec["in_norm"].clamp_min(1e-12)).mean())
         res_ok = residual is not None and residual <= residual_threshold
         cka_ok = cka >= cka_threshold
-        if criterion == "residual":
+        lesion = lesions.get(name)
+        if criterion == "lesion":
+            identity = lesion <= lesion_threshold if lesion is not None else cka_ok
+        elif criterion == "residual":
             identity = res_ok
         elif criterion == "cka":
             identity = cka_ok
@@ -179,7 +195,7 @@ def identity_probe(
             identity = (res_ok and cka_ok) if residual is not None else cka_ok
         else:
             identity = res_ok if residual is not None else cka_ok
-        rows.append({"index": index + 1, "name": name, "residual": residual, "cka": cka,
+        rows.append({"index": index + 1, "name": name, "residual": residual, "cka": cka, "lesion": lesion,
                      "conv_depth": int(rec["conv_depth"]), "identity_like": bool(identity)})
         prev_gram = rec["gram_out"]
     last_active = max((r["index"] for r in rows if not r["identity_like"]), default=0)
@@ -196,12 +212,41 @@ def identity_probe(
         cka_threshold=float(cka_threshold),
         debiased=bool(debiased),
         notes=notes,
+        lesion_threshold=float(lesion_threshold) if labels is not None else None,
     )
 
 
-def probe_batch(bundle: Any, n: int = 256) -> torch.Tensor:
-    """A fixed probe batch: the first ``n`` images of the validation split, normalised."""
+def _lesions(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, names: list[str], modules: dict) -> dict:
+    """Accuracy drop on (x, labels) when each residual block's branch outputs zeros."""
+    labels = labels.to(x.device)
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        with torch.no_grad():
+            base = float((model(x).argmax(1) == labels).float().mean())
+            for name in names:
+                handle = modules[name].branch.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+                try:
+                    acc = float((model(x).argmax(1) == labels).float().mean())
+                finally:
+                    handle.remove()
+                out[name] = base - acc
+    finally:
+        model.train(was_training)
+    return out
+
+
+def probe_batch(bundle: Any, n: int = 256, with_labels: bool = False, seed: int = 0):
+    """A fixed probe batch: ``n`` validation images drawn with a fixed generator (``seed``),
+    normalised (and their labels with ``with_labels=True``, for the lesion column).
+
+    A random draw, not the first ``n``: a split stored class by class (CIFAR-10 read from class
+    folders) would otherwise give a probe batch of one or two classes."""
     split = bundle.val
     if len(split) == 0:
         raise ConfigError("the data set has an empty validation split; load it with val_size > 0 for the probe.")
-    return bundle.normalize(split.images[: min(n, len(split))])
+    n = min(n, len(split))
+    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    x = bundle.normalize(split.images[index])
+    return (x, split.labels[index]) if with_labels else x

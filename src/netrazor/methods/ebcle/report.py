@@ -25,7 +25,7 @@ def depth_bound_report(
 ) -> dict:
     """Entropy statistics of ``data`` (training split), the rule's bound, the shaped variant of
     ``model_name`` next to the original (built for ``data``'s shape and classes), and, when
-    ``probe_model`` is given, its identity probe on the first ``probe_images`` validation images."""
+    ``probe_model`` is given, its identity probe on ``probe_images`` validation images (fixed random draw)."""
     stats = dataset_entropy(data, mode=entropy_mode)
     rule_obj = get_rule(rule, **(rule_options or {}))
     hw = tuple(data.image_size)
@@ -44,6 +44,7 @@ def depth_bound_report(
                         input_size=hw)
         out["shape"] = info
     if probe_model is not None:
-        report = identity_probe(probe_model, probe_batch(data, probe_images), **probe_kw)
+        x, y = probe_batch(data, probe_images, with_labels=True)
+        report = identity_probe(probe_model, x, labels=y, **probe_kw)
         out["probe"] = report.to_dict()
     return out
