@@ -165,3 +165,22 @@ def test_layer_gates_on_zoo_resnet_sections():
 def test_untraceable_or_ungateable_models_raise_model_errors():
     with pytest.raises(ModelError, match="no gateable structure"):
         attach_gates(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.randn(2, 4))
+
+
+def test_pruned_zoo_model_saves_and_loads_as_data(tmp_path):
+    surgery = pytest.importorskip("netrazor.surgery")
+    from netrazor.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("lenet300", num_classes=10, in_channels=1, input_size=(8, 8))
+    x = torch.randn(4, 1, 8, 8)
+    gs = attach_gates(model, x[:2], inputs=True)
+    with torch.no_grad():
+        gs.gates["fc1:input"].theta[::3] = 0.0
+        gs.gates["fc1"].theta[:200] = 0.0
+    final = gs.finalize().eval()
+    surgery.save_model(final, tmp_path / "pruned")
+    loaded = surgery.load_model(tmp_path / "pruned").eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), final(x), atol=1e-6)
+    assert loaded.fc1.in_features == 42 and loaded.fc1.out_features == 100

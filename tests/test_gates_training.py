@@ -39,6 +39,9 @@ class _Watch:
             self._seen = len(self.obj.removals)
             opt = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
             assert opt == {id(p) for p in trainer.model.parameters()}
+            # momentum was carried over, cut like the weights (not reset)
+            w = trainer.model.fc2.weight
+            assert trainer.optimizer.state[w]["momentum_buffer"].shape == w.shape
             self.checked += 1
 
 

@@ -67,6 +67,7 @@ class GateSet:
         self.gates: dict[str, BernoulliGate] = {}
         self.kept: dict[str, torch.Tensor] = {}
         self._handles: dict[str, object] = {}
+        self.index_maps: dict[str, list] = {}  # cuts since the last optimiser rebuild
         device = next(model.parameters()).device
         for s in structures:  # swap in pixel-selecting first layers before any hook is installed on them
             if s.kind == "input" and not isinstance(get_module(model, s.host), InputSelectLinear):
@@ -128,10 +129,16 @@ class GateSet:
         if removed == 0:
             return 0
         keep = torch.nonzero(mask).flatten()
-        remove_channels_local(self.model, s, keep.to(gate.theta.device))
+        for pname, cuts in remove_channels_local(self.model, s, keep.to(gate.theta.device)).items():
+            self.index_maps.setdefault(pname, []).extend(cuts)
         gate.keep_only(keep.to(gate.theta.device))
         self.kept[name] = self.kept[name][keep]
         return removed
+
+    def pop_index_maps(self) -> dict[str, list]:
+        """The parameter cuts since the last call (for ``Trainer.rebuild_optimizer(index_maps=...)``)."""
+        maps, self.index_maps = self.index_maps, {}
+        return maps
 
     def _drop_set(self, name: str) -> None:
         handle = self._handles.pop(name, None)

@@ -39,7 +39,7 @@ class GateObjective:
                  estimator: str | Estimator = "disarm", layer_estimator: str | Estimator = "flip",
                  weight_prior: float = 5e-4, hyper_prior: Any = None, theta_lr: float = 0.01,
                  threshold: float = 0.01, prune_every: int = 100, freeze_after: float = 0.5,
-                 total_steps: int | None = None, label_smoothing: float = 0.0, snapshot_every: int = 50,
+                 total_steps: int | None = None, label_smoothing: float = 0.0, snapshot_every: int | None = None,
                  cost_warmup: float = 0.05, seed: int = 0):
         self.gs = gs
         self.cost = CostModel(gs, kappa=kappa, flops_vs_params=flops_vs_params, layer_vs_unit=layer_vs_unit)
@@ -53,7 +53,8 @@ class GateObjective:
         self.freeze_after = float(freeze_after)
         self.total_steps = total_steps
         self.label_smoothing = float(label_smoothing)
-        self.snapshot_every = int(snapshot_every)
+        # θ snapshots for the record and plots; None: about 100 over the run
+        self.snapshot_every = snapshot_every
         self.cost_warmup = float(cost_warmup)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.step = 0
@@ -133,6 +134,8 @@ class GateObjective:
         self._build_theta_optimizer()
         if self.total_steps is None:
             self.total_steps = _guess_total_steps(trainer)
+        if self.snapshot_every is None:
+            self.snapshot_every = max(1, (self.total_steps or 5000) // 100)
         self._snapshot()
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
@@ -176,8 +179,12 @@ class GateObjective:
             self.removals.append({"step": self.step, "removed": removed, "widths": self.gs.widths()})
             log.info("step %d: removed %d structures; widths %s", self.step, removed, self.gs.widths())
             self._build_theta_optimizer()
+            maps = self.gs.pop_index_maps()
             if trainer is not None and hasattr(trainer, "rebuild_optimizer"):
-                trainer.rebuild_optimizer()
+                try:  # carry momentum over, sliced like the weights (netrazor Trainer)
+                    trainer.rebuild_optimizer(index_maps=maps)
+                except TypeError:  # a trainer whose rebuild takes no index maps
+                    trainer.rebuild_optimizer()
         if frozen:
             log.info("step %d: froze %d gates at θ = 1", self.step, frozen)
         return removed

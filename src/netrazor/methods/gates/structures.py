@@ -281,10 +281,21 @@ def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
 
 
 @torch.no_grad()
-def remove_channels_local(model: nn.Module, s: Structure, keep: torch.Tensor) -> None:
-    """Keep only channels ``keep`` (sorted indices) of structure ``s``: producer rows, norms, consumer columns."""
+def remove_channels_local(model: nn.Module, s: Structure, keep: torch.Tensor) -> dict[str, list]:
+    """Keep only channels ``keep`` (sorted indices) of structure ``s``: producer rows, norms, consumer columns.
+
+    Returns the cuts as ``{parameter name: [(dim, kept indices)]}`` — what
+    ``Trainer.rebuild_optimizer(index_maps=...)`` needs to carry momentum over.
+    """
     keep = keep.to(torch.long)
+    maps: dict[str, list] = {}
+
+    def cut(name: str, dim: int, idx: torch.Tensor) -> None:
+        maps.setdefault(name, []).append((dim, idx.cpu()))
+
     if s.producer is not None:
+        cut(f"{s.producer}.weight", 0, keep)
+        cut(f"{s.producer}.bias", 0, keep)
         prod = get_module(model, s.producer)
         prod.weight = _param(prod.weight[keep], prod.weight)
         if prod.bias is not None:
@@ -295,6 +306,8 @@ def remove_channels_local(model: nn.Module, s: Structure, keep: torch.Tensor) ->
             prod.out_features = int(keep.numel())
     for nname in s.norms:
         bn = get_module(model, nname)
+        cut(f"{nname}.weight", 0, keep)
+        cut(f"{nname}.bias", 0, keep)
         if bn.weight is not None:
             bn.weight = _param(bn.weight[keep], bn.weight)
             bn.bias = _param(bn.bias[keep], bn.bias)
@@ -305,12 +318,15 @@ def remove_channels_local(model: nn.Module, s: Structure, keep: torch.Tensor) ->
     for c in s.consumers:
         cons = get_module(model, c.name)
         if isinstance(cons, nn.Conv2d):
+            cut(f"{c.name}.weight", 1, keep)
             cons.weight = _param(cons.weight[:, keep], cons.weight)
             cons.in_channels = int(keep.numel())
         else:
             m = c.multiplicity
             cols = (keep.unsqueeze(1) * m + torch.arange(m, device=keep.device)).reshape(-1)
+            cut(f"{c.name}.weight", 1, cols)
             cons.weight = _param(cons.weight[:, cols], cons.weight)
             cons.in_features = int(cols.numel())
             if s.kind == "input":
                 cons.input_index = cons.input_index[cols].clone()
+    return maps
