@@ -74,12 +74,14 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size."),
         optimizer: Optional[str] = typer.Option(None, help="sgd, adam or adamw."),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay coefficient."),
         schedule: Optional[str] = typer.Option(None, help="cosine, step or constant."),
-        warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs"),
-        label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
+        warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear warm-up length (epochs)."),
+        label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing in [0, 1)."),
+        grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this value."),
         augment: Optional[str] = typer.Option(None, help="none or crop_flip (default: the data set's)."),
-        channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
+        channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                     help="NHWC memory format (faster conv nets on CPU)."),
         seed: Optional[int] = typer.Option(None, help="Seed of weights, order and augmentation."),
         width_mult: float = typer.Option(1.0, "--width-mult", help="Model width multiplier."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (id or folder)."),
@@ -93,7 +95,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
                          schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
-                         augment=augment, channels_last=channels_last, seed=seed)
+                         augment=augment, channels_last=channels_last, seed=seed, grad_clip=grad_clip)
         try:
             with TrainProgress(console) as bar:
                 result = train_job(model, data, overrides=overrides, out=out, resume=resume, data_root=data_root,
