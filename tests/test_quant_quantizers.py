@@ -119,3 +119,20 @@ def test_kmeans_beats_uniform_on_pruned_bimodal_weights():
     ek = float(((quantize_kmeans(w, 2).dequantized - w) ** 2).sum())
     eu = float(((quantize_uniform(w, 2).dequantized - w) ** 2).sum())
     assert ek < eu
+
+
+@settings(max_examples=30, deadline=None)
+@given(w=sparse_tensors(), bits=st.integers(1, 8), which=st.sampled_from(METHODS))
+def test_requantising_a_quantised_tensor_changes_nothing(w, bits, which):
+    method, per_channel = which
+    once = quantize_tensor(w, bits, method, per_channel).dequantized
+    twice = quantize_tensor(once, bits, method, per_channel).dequantized
+    if method == "uniform":
+        # exact whenever the smallest level ±scale is in use (then it is a candidate scale)
+        rows = once.reshape(w.shape[0], -1) if per_channel else once.reshape(1, -1)
+        q = quantize_tensor(w, bits, method, per_channel)
+        scales = q.scale.reshape(-1, 1)
+        uses_smallest = ((rows.abs() - scales).abs() <= 1e-6 * scales).any(1) | ~(rows != 0).any(1)
+        if not bool(uses_smallest.all()):
+            return
+    assert torch.equal(twice, once)

@@ -156,6 +156,10 @@ def test_qat_callback_with_the_real_trainer_and_resume_state():
     assert torch.equal(model[1].weight != 0, mask)
     assert torch.unique(model[1].weight[mask]).numel() <= 8
     assert torch.unique(model[3].weight[model[3].weight != 0]).numel() <= 4
+    result = cb.result(model)
+    assert result.bits == {"1": 3, "3": 2}
+    assert torch.equal(result.model[1].weight, model[1].weight)
+    assert torch.equal(result.layers["1"].dequantized, model[1].weight)
     state = cb.state_dict()
     fresh = QuantizationAwareCallback(bits=1)
     fresh.load_state_dict(state)

@@ -19,12 +19,13 @@ steps per re-quantisation; few are enough with a warm start).
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from netrazor.quant.model import _resolve_bits, quantizable_layers
+from netrazor.quant.model import QuantResult, _resolve_bits, quantizable_layers
 from netrazor.quant.quantizers import Quantized, quantize_tensor
 
 try:  # the Trainer's base class when it exists; every hook is also defined here
@@ -135,3 +136,10 @@ class QuantizationAwareCallback(_CallbackBase):  # type: ignore[misc,valid-type]
     def quantized(self) -> dict[str, Quantized]:
         """The latest per-layer quantisation (indices, codebooks)."""
         return dict(self._quant)
+
+    def result(self, model: nn.Module) -> QuantResult:
+        """A :class:`QuantResult` for ``model`` as trained (a copy; the codebooks QAT ended with),
+        ready for ``pack(result.model, path, quantisation=result.to_dict())``."""
+        if not self._quantized_now:
+            self._quantize()
+        return QuantResult(copy.deepcopy(model), dict(self._resolved), self.method, self.per_channel, dict(self._quant))

@@ -98,8 +98,8 @@ def _uniform_index(rows: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.
 def _best_uniform_scale(rows: torch.Tensor, rmask: torch.Tensor, bits: int, steps_per_octave: int) -> torch.Tensor:
     """Per-row scale minimising the squared error of the survivors, over a grid.
 
-    Candidates: ``max|w|·2^(-j/steps)`` for j = 0..steps·(b+1) and the mean |w| (the exact optimum
-    of the 1-bit sign quantiser). The grid for b+1 bits contains the grid for b bits, and the
+    Candidates: ``max|w|·2^(-j/steps)`` for j = 0..steps·(b+1), the mean |w| (the exact optimum
+    of the 1-bit sign quantiser) and the smallest |w| (makes re-quantisation idempotent). The grid for b+1 bits contains the grid for b bits, and the
     (b+1)-bit levels at a scale contain the b-bit levels, so the error never grows with bits.
     """
     absr = rows.abs()
@@ -107,8 +107,12 @@ def _best_uniform_scale(rows: torch.Tensor, rmask: torch.Tensor, bits: int, step
     top = absr.amax(1)
     top = torch.where(top > 0, top, torch.ones_like(top))
     mean = torch.where(rmask.any(1), absr.sum(1) / count, top)
+    # the smallest survivor: when the weights already sit on a level grid that uses ±scale, this
+    # candidate reproduces them exactly, so re-quantising a quantised tensor changes nothing
+    smallest = torch.where(rmask, absr, torch.full_like(absr, float("inf"))).amin(1)
+    smallest = torch.where(torch.isfinite(smallest), smallest, top)
     ratios = torch.pow(2.0, -torch.arange(steps_per_octave * (bits + 1) + 1, dtype=torch.float32) / steps_per_octave)
-    candidates = [mean] + [top * r for r in ratios]
+    candidates = [mean, smallest] + [top * r for r in ratios]
     best = candidates[0]
     best_err = torch.full_like(top, float("inf"))
     for cand in candidates:
