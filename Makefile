@@ -6,12 +6,13 @@ STAMP   := $(VENV)/.installed
 # The CPU build of torch lies on these machines' disk; pinning it first keeps pip from pulling CUDA.
 TORCH   ?= torch==2.13.0
 
-.PHONY: venv demo test bench clean help
+.PHONY: venv demo test bench bench-quick clean help
 
 help:
 	@echo "make demo   - create the environment, fetch MNIST, run the demo job"
 	@echo "make test   - create the environment if needed, run the tests"
 	@echo "make bench  - run the (long) benchmarks and render benchmarks/RESULTS.md"
+	@echo "make bench-quick - a smoke run of every benchmark (< ~10 min)"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,7 +30,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -x -q tests
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

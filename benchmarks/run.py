@@ -1,0 +1,81 @@
+"""`make bench`: run the benchmark suites, then render benchmarks/RESULTS.md from their records.
+
+    python -m benchmarks.run            # the full suite (hours on 2 CPU cores)
+    python -m benchmarks.run --quick    # a smoke check of every benchmark (< ~10 min)
+    python -m benchmarks.run --only gates,codec
+
+Each entry is one `python -m benchmarks.<module> ...` command; every command writes its own JSON
+records under benchmarks/results/<task>/, so a suite can be stopped and re-run piecemeal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+# (name, module, args) — the full suite. Reduced schedules are documented in each module.
+FULL = [
+    ("codec", "codec_bench", []),
+    ("surgery", "surgery_bench", []),
+    ("evolution-throughput", "evolution_bench", ["--model", "lenet5", "--throughput"]),
+    *[(f"gates-lenet5-s{s}", "gates_bench", ["--model", "lenet5", "--seed", str(s)]) for s in (0, 1, 2)],
+    *[(f"gates-lenet300-s{s}", "gates_bench", ["--model", "lenet300", "--seed", str(s)]) for s in (0, 1, 2)],
+    *[(f"gates-lenet5-x2-s{s}", "gates_bench", ["--model", "lenet5", "--width-mult", "2", "--seed", str(s)]) for s in (0, 1, 2)],
+    ("evolution-lenet300", "evolution_bench", ["--model", "lenet300", "--data", "mnist"]),
+    ("evolution-lenet5", "evolution_bench", ["--model", "lenet5", "--data", "mnist"]),
+    ("evolution-lenet5-fmnist", "evolution_bench", ["--model", "lenet5", "--data", "fashion-mnist"]),
+    *[(f"{m}-fmnist-vgg11", "nepenthe_bench", ["--task", "fmnist-vgg11", "--method", m]) for m in ("nepenthe", "easier", "layer-folding")],
+    *[(f"{m}-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", m]) for m in ("nepenthe", "easier", "layer-folding")],
+    ("ebcle-mnist", "ebcle_bench", ["--data", "mnist"]),
+    ("ebcle-fashion-mnist", "ebcle_bench", ["--data", "fashion-mnist"]),
+    ("ebcle-cifar10", "ebcle_bench", ["--data", "cifar10"]),
+    ("compare", "compare", []),
+]
+
+QUICK = [
+    ("codec", "codec_bench", ["--repeats", "3"]),
+    ("surgery", "surgery_bench", ["--repeats-b1", "10", "--repeats-b64", "3"]),
+    ("evolution-throughput", "evolution_bench", ["--model", "lenet5", "--throughput"]),
+    ("evolution-quick", "evolution_bench", ["--model", "lenet300", "--quick"]),
+    ("gates-quick", "gates_bench", ["--model", "lenet300", "--epochs", "2"]),
+    ("nepenthe-quick", "nepenthe_bench", ["--task", "fmnist-vgg11", "--method", "nepenthe", "--quick"]),
+    ("ebcle-quick", "ebcle_bench", ["--data", "mnist", "--quick"]),
+    ("compare-quick", "compare", ["--quick"]),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the smoke suite (< ~10 min)")
+    parser.add_argument("--only", default="", help="comma-separated entry names (see --list)")
+    parser.add_argument("--list", action="store_true", help="print the entries and exit")
+    args = parser.parse_args(argv)
+    suite = QUICK if args.quick else FULL
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {name for name, _, _ in suite}
+        if unknown:
+            parser.error(f"unknown entries {sorted(unknown)}; see --list")
+        suite = [e for e in suite if e[0] in wanted]
+    if args.list:
+        for name, module, extra in suite:
+            print(f"{name:28s} python -m benchmarks.{module} {' '.join(extra)}")
+        return 0
+    failed = []
+    for name, module, extra in suite:
+        cmd = [sys.executable, "-m", f"benchmarks.{module}", *extra]
+        print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+        started = time.perf_counter()
+        code = subprocess.call(cmd)
+        print(f"=== {name}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True)
+        if code != 0:
+            failed.append(name)
+    subprocess.call([sys.executable, "-m", "benchmarks.render"])
+    print("\nrendered benchmarks/RESULTS.md" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
