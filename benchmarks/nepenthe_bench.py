@@ -100,7 +100,6 @@ def dense_model(args, task, data, width, config):
 
 def main(argv=None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     args = parse_args(argv)
     task, data, width, config = prepare(args)
     model, adapter, train_seconds = dense_model(args, task, data, width, config)

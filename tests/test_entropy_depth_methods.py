@@ -199,3 +199,27 @@ def test_linearising_a_zero_entropy_layer_is_exact_on_its_data(act):
     inexact = linearise(model, "2", ent, link_rectifiers(model).producer["2"])
     assert inexact == 0 and isinstance(model[2], nn.Identity)
     assert torch.allclose(model(x), before, atol=1e-4)
+
+
+def test_an_emptied_layer_becomes_linear_next_round_and_surgery_removes_it():
+    # zeta = 0.5 on three hidden layers: the softmax share of the most irrelevant layer exceeds its
+    # weights, it is emptied (capping), its rectifier sees a constant input (H = 0) next round and
+    # is linearised; surgery then removes the constant units and folds the linear run.
+    data = bundle()
+    ad = adapter(data)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    ad.train(model, epochs=3)
+    out, rec = NepentheMethod(delta=1.0, rounds=3, zeta=0.5, **FAST).run(model, ad)
+    total: dict[str, int] = {}
+    for rnd in rec["rounds"]:
+        for r, n in rnd["pruned"].items():
+            total[r] = total.get(r, 0) + n
+    emptied = [r for r, n in total.items() if n == 64 * 64]
+    assert emptied  # the cap emptied a layer ...
+    assert set(emptied) <= set(rec["linearised"])  # ... which was linearised afterwards
+    assert rec["layers"] < rec["layers_dense"]
+    assert rec["params"] < rec["params_dense"] and rec["macs"] < rec["macs_dense"]
+    assert rec["surgery"]["constant_channels_max_abs_diff"] < 1e-5
+    assert rec["surgery"]["fold_max_abs_diff"] < 1e-5
