@@ -5,8 +5,8 @@
 Trains (or loads from ``runs/bench-dense/``) the dense model with the task's documented schedule,
 runs the method through ``netrazor.methods.entropy_depth``, measures everything with
 ``netrazor.measure`` in this one process, and writes
-``benchmarks/results/<task>/<method>-seed<N>.json`` (DESIGN.md keys; ``--quick`` runs write
-``<method>-seed<N>-quick.json`` so they never pass for full runs).
+``benchmarks/results/<task>/<method>-seed<N>.json`` (DESIGN.md keys; ``--quick`` runs write to
+``benchmarks/results/<task>-quick/`` so they never pass for full runs).
 
 Schedules (reduced to fit a few CPU hours on 2 cores; docs/methods/nepenthe.md):
   fmnist-vgg11      VGG-11 (BN) width x0.5 on Fashion-MNIST; dense: the vgg11/fashion-mnist recipe
@@ -121,10 +121,11 @@ def main(argv=None) -> Path:
                  train_images=len(data.train), val_images=len(data.val))
     if train_seconds is not None:
         fields["train_seconds_dense"] = train_seconds
-    record = make_record(args.task, args.method, args.seed, task["model"], task["data"], bytes=model_bytes(out),
+    # Quick runs go to their own task folder (<task>-quick) so no table mistakes them for the claim.
+    task_name = f"{args.task}-quick" if args.quick else args.task
+    record = make_record(task_name, args.method, args.seed, task["model"], task["data"], bytes=model_bytes(out),
                          bytes_dense=bytes_dense, extra=extra, **fields)
-    name = f"{args.method}-seed{args.seed}{'-quick' if args.quick else ''}"
-    path = write_record(record, args.results, name=name)
+    path = write_record(record, args.results)
     log.info("wrote %s: layers %s -> %s, val error %.4f -> %.4f, MACs %s -> %s, latency b1 %.3f -> %.3f ms",
              path, rec["layers_dense"], rec["layers"], rec["val_error_dense"], rec["val_error"], rec.get("macs_dense"),
              rec.get("macs"), rec.get("latency_ms_b1_dense", float("nan")), rec.get("latency_ms_b1", float("nan")))
