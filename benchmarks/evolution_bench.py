@@ -54,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--cycles", type=int, default=4)
     p.add_argument("--finetune-epochs", type=int, default=1, help="DE: per cycle; magnitude: cycles x this, in total")
     p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="DE fine-tune: alpha*KD + (1-alpha)*CE (1 = pure distillation)")
     p.add_argument("--magnitude-distill", action="store_true", help="fine-tune magnitude with the same KD loss")
     p.add_argument("--dense-epochs", type=int, default=None)
     p.add_argument("--population", type=int, default=None)
@@ -137,7 +139,7 @@ def run_curve(args, model, adapter, task, train_seconds) -> list[Path]:
     for s in sparsities:
         t0 = time.perf_counter()
         method = EvolutionMethod(targets=1.0 - s, cycles=args.cycles, finetune_epochs=args.finetune_epochs,
-                                 finetune_lr=args.finetune_lr, seed=args.seed, **knobs)
+                                 finetune_lr=args.finetune_lr, alpha=args.alpha, seed=args.seed, **knobs)
         student, rec = method.run(copy.deepcopy(model), adapter)
         de_seconds = time.perf_counter() - t0
         point = {"sparsity": s, "density": rec["overall_density"], "nonzero": count_nonzero(student),
