@@ -58,7 +58,7 @@ class GatesMethod:
     ``plots`` (write PNGs to the adapter's run_dir), ``seed``.
     """
 
-    kappa: float = 1.0
+    kappa: float = 0.7
     layer_vs_unit: float = 0.5
     flops_vs_params: float = 0.5
     estimator: str = "disarm"
@@ -76,7 +76,7 @@ class GatesMethod:
     weight_prior: float = 5e-4
     hyper_prior: str = "vertex"
     hyper_strength: float = 0.9
-    hyper_ramp: tuple = (0.3, 0.8)
+    hyper_ramp: tuple = (0.1, 0.5)
     cost_warmup: float = 0.05
     per_example: bool = True
     weight_decay: float | None = None

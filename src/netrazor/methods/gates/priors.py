@@ -9,7 +9,7 @@ Hyper-prior [REC]: the paper derives a hyper-prior over the prior parameters tha
 converge to 0 or 1; its form is not available to us. Our default, :class:`VertexPrior`, adds
 Σ_g γ_g(t)·θ_g(1 − θ_g), whose gradient γ_g(1 − 2θ_g) pushes θ_g toward its nearer vertex.
 γ_g(t) = η(t)·s_g is *self-scaled*: s_g is the (detached) gradient of the κ-weighted cost with
-respect to θ_g, and η(t) ramps from 0 (start of ``ramp``) to ``strength`` < 1 (end of ``ramp``).
+respect to θ_g, and η(t) ramps from 0 (start of ``ramp``, 10 % of training) to ``strength`` = 0.9 < 1 (end of ``ramp``, 50 %).
 Why: a structure the data does not need feels the cost s_g; as long as η < 1 the hyper-prior can
 never hold it at 1, but it breaks the ties of structures whose data value balances their cost
 (the "many half-open units" ensemble) toward 0 or 1. No per-model constant is involved.
@@ -41,7 +41,7 @@ class VertexPrior:
     """η(t) Σ s_g θ_g(1−θ_g); knobs: ``strength`` (η at the end of the ramp), ``ramp`` (fractions of training)."""
 
     strength: float = 0.9
-    ramp: tuple[float, float] = (0.3, 0.8)
+    ramp: tuple[float, float] = (0.1, 0.5)
 
     def __call__(self, theta: torch.Tensor, progress: float, scale: torch.Tensor | None = None) -> torch.Tensor:
         g = self.strength * _ramp(progress, *self.ramp)
@@ -54,7 +54,7 @@ class EntropyPrior:
     """η(t) Σ s_g H(Bernoulli(θ_g)) / 4 (nats; /4 matches θ(1−θ)'s slope at the vertices' midpoint)."""
 
     strength: float = 0.9
-    ramp: tuple[float, float] = (0.3, 0.8)
+    ramp: tuple[float, float] = (0.1, 0.5)
 
     def __call__(self, theta: torch.Tensor, progress: float, scale: torch.Tensor | None = None) -> torch.Tensor:
         g = self.strength * _ramp(progress, *self.ramp)
@@ -66,7 +66,7 @@ class EntropyPrior:
 HYPER_PRIORS = {"vertex": VertexPrior, "entropy": EntropyPrior}
 
 
-def get_hyper_prior(name, strength: float = 0.9, ramp: tuple[float, float] = (0.3, 0.8)):
+def get_hyper_prior(name, strength: float = 0.9, ramp: tuple[float, float] = (0.1, 0.5)):
     if callable(name) and not isinstance(name, str):
         return name
     try:
