@@ -257,7 +257,10 @@ class EvolutionMethod:
                         apply_masks(layers, {name: masks[name]})
                     else:
                         stopped[name] = f"divergence {found['divergence']:.4g} > tolerance {self.tolerance} in cycle {cycle}"
+                    with torch.no_grad():  # one extra forward: the committed student's accuracy on x_B
+                        batch_acc = float((student(x).argmax(1) == y).float().mean())
                     step = {"cycle": cycle, "layer": name, "k": k, "pool": found["pool"], "committed": committed,
+                            "eval_batch_accuracy": batch_acc,
                             "divergence": found["divergence"], "greedy_divergence": found["greedy_divergence"],
                             "evaluated": found["evaluated"], "proposed": found["proposed"], "seconds": seconds,
                             "density": density(masks[name]), "overall_density": self._overall(masks)}
