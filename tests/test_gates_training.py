@@ -127,3 +127,27 @@ def test_layer_gates_learn_through_the_flip_estimator_in_a_residual_net():
     assert bool((before != after).all())  # every layer gate received a gradient and moved
     assert bool(((after >= 0) & (after <= 1)).all())  # projected onto [0, 1]
     assert not torch.equal(running, model.stem.bn.running_mean)  # the real passes still update BN
+
+
+def test_flip_per_step_estimates_k_layer_gates_scaled_by_l_over_k():
+    from netrazor.models import build_model
+
+    torch.manual_seed(0)
+    data = make_synthetic(n_train=32, n_val=16, n_test=16, num_classes=3, shape=(3, 8, 8), seed=1)
+    x, y = data.normalize(data.train.images[:8]), data.train.labels[:8]
+    grads = {}
+    for k in (None, 3):
+        torch.manual_seed(0)
+        model = build_model("resnet20", num_classes=3, in_channels=3, input_size=(8, 8), width_mult=0.25)
+        gs = attach_gates(model, x[:2], units=False, filters=False, layers=True)
+        obj = GateObjective(gs, flip_per_step=k, total_steps=1, seed=5)
+        model.train()
+        loss, _ = obj.loss_fn(model, x, y)
+        loss.backward()
+        grads[k] = torch.stack([g.theta.grad.reshape(()) if g.theta.grad is not None else torch.zeros(())
+                                for g in gs.gate_list()])
+    assert int((grads[None] != 0).sum()) == 9
+    chosen = grads[3] != 0
+    assert int(chosen.sum()) == 3
+    # same model, same samples (the gate noise is drawn before the flips): chosen gates get 9/3 × the flip
+    assert torch.allclose(grads[3][chosen], 3.0 * grads[None][chosen], rtol=1e-4, atol=1e-6)

@@ -54,6 +54,7 @@ class GatesMethod:
     ``prune_every`` (steps), ``freeze_after`` (fraction of training), ``weight_prior`` λ,
     ``hyper_prior`` ("vertex" | "entropy"), ``hyper_strength``, ``hyper_ramp``, ``cost_warmup``
     (fraction of training over which κ ramps in), ``per_example`` (gate samples per example),
+    ``flip_per_step`` (layer gates flip-estimated per step, None = all; unbiased either way),
     ``weight_decay`` (None keeps the recipe's; the weight prior already decays gated weights),
     ``plots`` (write PNGs to the adapter's run_dir), ``seed``.
     """
@@ -79,6 +80,7 @@ class GatesMethod:
     hyper_ramp: tuple = (0.1, 0.5)
     cost_warmup: float = 0.05
     per_example: bool = True
+    flip_per_step: int | None = None
     weight_decay: float | None = None
     plots: bool = True
     seed: int = 0
@@ -108,7 +110,7 @@ class GatesMethod:
             hyper_prior=get_hyper_prior(self.hyper_prior, self.hyper_strength, tuple(self.hyper_ramp)),
             theta_lr=self.theta_lr, threshold=self.threshold, prune_every=self.prune_every,
             freeze_after=self.freeze_after, total_steps=total_steps, label_smoothing=label_smoothing,
-            cost_warmup=self.cost_warmup, seed=self.seed,
+            cost_warmup=self.cost_warmup, flip_per_step=self.flip_per_step, seed=self.seed,
         )
 
     def run(self, model: nn.Module, adapter) -> tuple[nn.Module, dict]:
