@@ -39,6 +39,22 @@ SCRIPT = textwrap.dedent(
     with open(os.path.join(out, f"history{rank}.json"), "w") as fh:
         json.dump(history, fh)
     save_tensors(os.path.join(out, f"weights{rank}.safetensors"), dict(model.state_dict()))
+
+    # A NaN on rank 1 only must stop every rank with TrainingError (no rank left hanging).
+    from netrazor.errors import TrainingError
+    from netrazor.train import Callback
+
+    class PoisonRank1(Callback):
+        def extra_loss(self, trainer):
+            if trainer.dist.rank == 1 and trainer.step == 3:
+                return torch.tensor(float("nan"))
+            return None
+
+    try:
+        Trainer(model, data, cfg, callbacks=[PoisonRank1()]).fit()
+    except TrainingError as exc:
+        with open(os.path.join(out, f"nan{rank}.txt"), "w") as fh:
+            fh.write(str(exc))
     """
 )
 
@@ -79,5 +95,9 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for k, v in ref_model.state_dict().items():
         assert torch.equal(w0[k], w1[k]), k
         assert torch.allclose(w0[k], v, atol=1e-4), k
+    # a NaN on one rank stopped both ranks with a TrainingError at the same step
+    for rank in (0, 1):
+        msg = (tmp_path / f"nan{rank}.txt").read_text()
+        assert "non-finite" in msg and "optimizer step 3" in msg
     # only rank 0 wrote checkpoints (one run_dir, one checkpoint pair)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint-e0003.safetensors", "checkpoint.json"]

@@ -64,8 +64,13 @@ def init_distributed(device: str | torch.device = "cpu") -> tuple[DistInfo, torc
 
 
 def _shutdown() -> None:
+    # Wait for every rank before tearing down: rank 0 hosts the rendezvous store, and a rank
+    # still talking to it when it vanishes aborts ("terminate called without an active exception").
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

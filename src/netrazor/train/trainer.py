@@ -253,7 +253,12 @@ class Trainer:
             loss, logits = self.loss_fn(self.forward_model, x, y)
             extra = self.callbacks.extra_loss(self)
             total = loss if extra is None else loss + extra
-            if not bool(torch.isfinite(total.detach())):
+            finite = bool(torch.isfinite(total.detach()))
+            if self.dist.enabled:
+                # Agree across ranks, else the ranks with a finite loss would wait forever in the
+                # gradient all-reduce of a rank that stopped.
+                finite = all_reduce_sum([0.0 if finite else 1.0], self.device)[0] == 0.0
+            if not finite:
                 raise self._nan_error(float(total.detach()), epoch, i, lr)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -306,8 +311,11 @@ class Trainer:
 
     def _nan_error(self, value: float, epoch: int, batch: int, lr: float) -> TrainingError:
         kept = f"the last good checkpoint in {self.run_dir} is kept" if self.run_dir else "no checkpoint was being written"
+        where = "" if not self.dist.enabled else f" on at least one of {self.dist.world_size} ranks (here: {value})"
+        if self.dist.enabled:
+            value = "non-finite"
         return TrainingError(
-            f"the loss became {value} at epoch {epoch + 1}, batch {batch + 1}/{self.steps_per_epoch} "
+            f"the loss became {value}{where} at epoch {epoch + 1}, batch {batch + 1}/{self.steps_per_epoch} "
             f"(optimizer step {self.step}) with lr {lr:.3g}; training cannot go on. Lower the learning rate "
             f"(e.g. --lr {self.config.lr / 10:g}), add warm-up or set grad_clip; {kept}."
         )
