@@ -1,0 +1,73 @@
+"""What every benchmark needs: data subsets, a cached dense model, and measured record fields.
+
+One implementation, so that every benchmark trains its dense reference and measures its result
+the same way (same latency protocol, same splits): numbers across benchmarks stay comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from netrazor.data import DataBundle
+from netrazor.measure import measure_model
+from netrazor.methods.base import Adapter
+from netrazor.models import build_model
+from netrazor.surgery import load_model, save_model
+
+log = logging.getLogger(__name__)
+
+DENSE_CACHE = Path("runs/bench-dense")
+
+
+def subset(data: DataBundle, n_train: int | None, n_val: int | None, seed: int) -> DataBundle:
+    """A fixed random draw of the training split and the first ``n_val`` validation images (test untouched)."""
+    train, val = data.train, data.val
+    if n_train and n_train < len(train):
+        g = torch.Generator().manual_seed(seed)
+        train = train.subset(torch.randperm(len(train), generator=g)[:n_train])
+    if n_val and n_val < len(val):
+        val = val.subset(torch.arange(n_val))
+    return dataclasses.replace(data, train=train, val=val)
+
+
+def dense_model(
+    model_name: str,
+    data: DataBundle,
+    config,
+    *,
+    tag: str,
+    width_mult: float = 1.0,
+    cache: Path = DENSE_CACHE,
+) -> tuple[nn.Module, float | None]:
+    """Train (or load from ``cache/tag``) the dense reference; returns it and its training seconds."""
+    path = Path(cache) / tag
+    if Path(f"{path}.safetensors").exists():
+        from netrazor.io import read_json
+
+        log.info("loading dense model %s", path)
+        extra = read_json(f"{path}.json").get("extra", {})
+        return load_model(path).eval(), extra.get("train_seconds")
+    torch.manual_seed(config.seed)
+    model = build_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels,
+                        input_size=data.image_size, width_mult=width_mult)
+    started = time.perf_counter()
+    Adapter(data=data, train_config=config).train(model)
+    seconds = time.perf_counter() - started
+    save_model(model, path, extra={"train_seconds": seconds})
+    return model.eval(), seconds
+
+
+def measured_fields(model: nn.Module, data: DataBundle, *, latency: bool = True, suffix: str = "") -> dict:
+    """params, macs, bytes, latency b1/b64, val and test error — keyed for a record (``suffix="_dense"``)."""
+    m = measure_model(model, data.input_shape, data=data, split=("val", "test"), latency=latency)
+    keys = ("params", "macs", "bytes", "latency_ms_b1", "latency_ms_b64", "test_error")
+    out = {f"{k}{suffix}": m[k] for k in keys if k in m}
+    if not suffix:
+        out["val_error"] = m.get("val_error")
+    return out
