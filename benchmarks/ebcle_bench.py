@@ -23,7 +23,9 @@ Reduced schedules (2 shared CPU cores; docs/methods/ebcle.md):
               images (fixed random draw): shows the pipeline end to end in minutes; its numbers are not the claim.
   --probe-only  part (a) only (calibration runs): no shaped model is trained.
   --fit T1,T2,…  no training: fit the default rule's constant k (least squares through the
-              origin of effective conv depth on h*log2(side)) from the dense records of tasks T*.
+              origin of the probe's conv depth on h*log2(side)) from the dense records of tasks T*,
+              rows re-classified with --fit-criterion/--fit-threshold, depth --fit-measure; writes
+              benchmarks/results/ebcle-calibration.json.
 Timings: one thread (``torch.set_num_threads(1)``), deep and shaped trained back to back within a
 seed so that both see the same machine load; compare them as ratios, never as absolute numbers.
 """
@@ -68,6 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--probe-only", action="store_true")
     p.add_argument("--fit", default=None, help="comma-separated tasks whose dense records calibrate k")
+    p.add_argument("--fit-criterion", default="lesion", choices=["lesion", "residual", "cka"])
+    p.add_argument("--fit-threshold", type=float, default=0.005)
+    p.add_argument("--fit-measure", default="active", choices=["active", "effective"])
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--cache", default="runs/ebcle-bench", help="where the trained deep models are saved")
     return p.parse_args(argv)
@@ -199,19 +204,49 @@ def run(args) -> list[Path]:
     return paths
 
 
+def _rows_with_convs(rows: list[dict]) -> list[dict]:
+    """Rows written before the probe recorded each block's own convs: derive them from the
+    cumulative conv depth (the first block is assumed as deep as the second: exact for the zoo)."""
+    rows = [dict(r) for r in rows]
+    if rows and "convs" not in rows[0]:
+        for i in range(len(rows) - 1, 0, -1):
+            rows[i]["convs"] = rows[i]["conv_depth"] - rows[i - 1]["conv_depth"]
+        rows[0]["convs"] = rows[1]["convs"] if len(rows) > 1 else rows[0]["conv_depth"]
+    return rows
+
+
 def fit(args) -> dict:
-    """Least-squares k (through the origin) of effective conv depth on h * log2(side)."""
+    """Fit k of the default rule, L = k * h * log2(side), by least squares through the origin on the
+    probe's depth of the dense records of the given tasks. The probe rows are re-classified with
+    ``--fit-criterion`` and its threshold (``summarise``); ``--fit-measure`` picks the depth:
+    "active" = active_conv_layers (stem + convs of blocks that are not identity-like) or
+    "effective" = effective_conv_layers (convs up to the last block that is not identity-like)."""
+    from netrazor.io import write_json
+    from netrazor.methods.ebcle.probe import summarise
+
+    thresholds = {"lesion_threshold": args.fit_threshold} if args.fit_criterion == "lesion" else (
+        {"residual_threshold": args.fit_threshold} if args.fit_criterion == "residual" else {"cka_threshold": args.fit_threshold})
     points = []
     for task in args.fit.split(","):
         for path in sorted((Path(args.results) / task).glob("dense-seed*.json")):
+            if path.stem.endswith("-quick"):
+                continue
             rec = json.loads(path.read_text())
             ex = rec["extra"]
-            points.append({"task": task, "file": path.name, "x": ex["entropy_ratio"] * ex["halvings"],
-                           "y": ex["probe"]["effective_conv_layers"], "effective_depth": ex["probe"]["effective_depth"]})
+            report = summarise(_rows_with_convs(ex["probe"]["rows"]), criterion=args.fit_criterion, **thresholds)
+            y = report.active_conv_layers if args.fit_measure == "active" else report.effective_conv_layers
+            points.append({"task": task, "file": str(path), "x": ex["entropy_ratio"] * ex["halvings"], "y": y,
+                           "test_error": rec.get("test_error"), "layers": rec.get("layers"),
+                           "active_blocks": report.active_blocks, "effective_depth": report.effective_depth,
+                           "identity_like": [r["name"] for r in report.rows if r["identity_like"]]})
     if not points:
-        raise SystemExit(f"no dense records under {args.results} for {args.fit}; run the probe first.")
+        raise SystemExit(f"no dense records under {args.results} for {args.fit}; run with --probe-only first.")
     k = sum(p["x"] * p["y"] for p in points) / sum(p["x"] ** 2 for p in points)
-    out = {"k": k, "points": points}
+    for p in points:
+        p["predicted"] = k * p["x"]
+    out = {"k": k, "criterion": args.fit_criterion, "threshold": args.fit_threshold, "measure": args.fit_measure,
+           "form": "L = k * (H/8) * log2(min side)", "points": points}
+    write_json(Path(args.results) / "ebcle-calibration.json", out)
     print(json.dumps(out, indent=1))
     return out
 

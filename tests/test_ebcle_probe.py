@@ -10,6 +10,7 @@ from torch import nn
 
 from netrazor.errors import ConfigError
 from netrazor.methods.ebcle import identity_probe, linear_cka, plot_probe
+from netrazor.methods.ebcle.probe import summarise
 from netrazor.models import build_model
 
 
@@ -152,3 +153,20 @@ def test_lesion_column_and_criterion():
     assert report.lesion_threshold == 0.005
     with pytest.raises(ConfigError, match="labels"):
         identity_probe(model, x, criterion="lesion")
+
+
+def test_summarise_reclassifies_saved_rows_and_counts_active_convs():
+    torch.manual_seed(0)
+    model = ToyResNet()
+    for i in (1, 4, 5):
+        nn.init.zeros_(model.blocks[i].branch.conv2.weight)
+        nn.init.zeros_(model.blocks[i].branch.conv2.bias)
+    report = identity_probe(model, torch.randn(32, 1, 8, 8))
+    assert [r["convs"] for r in report.rows] == [2] * 6
+    assert report.effective_depth == 4 and report.active_blocks == 3
+    assert report.active_conv_layers == 1 + 2 * 3  # stem + the convs of the three active blocks
+    everything = summarise(report.rows, residual_threshold=10.0)
+    assert everything.effective_depth == 0 and everything.active_conv_layers == 1
+    assert summarise(report.rows, criterion="cka", cka_threshold=1.01).effective_depth == 6
+    with pytest.raises(ConfigError):
+        summarise(report.rows, criterion="lesion", lesion_threshold=None)

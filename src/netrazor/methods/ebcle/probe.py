@@ -61,6 +61,7 @@ class ProbeReport:
     debiased: bool
     lesion_threshold: float | None = None
     notes: list[str] = field(default_factory=list)
+    active_conv_layers: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +132,11 @@ def identity_probe(
     def count_conv(module, inputs):
         state["convs"] += 1
 
+    def entry_hook(name):
+        def hook(module, inputs):
+            records[name].setdefault("conv_entry", state["convs"])
+        return hook
+
     def block_hook(name):
         def hook(module, inputs, output):
             rec = records[name]
@@ -153,6 +159,7 @@ def identity_probe(
             handles.append(module.register_forward_pre_hook(count_conv))
     for name in names:
         block = modules[name]
+        handles.append(block.register_forward_pre_hook(entry_hook(name)))
         handles.append(block.register_forward_hook(block_hook(name)))
         if is_residual_block(block):
             handles.append(block.branch.register_forward_hook(branch_hook(name)))
@@ -182,37 +189,67 @@ def identity_probe(
         residual = None
         if "branch_norm" in rec:
             residual = float((rec["branch_norm"] / rec["in_norm"].clamp_min(1e-12)).mean())
-        res_ok = residual is not None and residual <= residual_threshold
-        cka_ok = cka >= cka_threshold
-        lesion = lesions.get(name)
-        if criterion == "lesion":
-            identity = lesion <= lesion_threshold if lesion is not None else cka_ok
-        elif criterion == "residual":
-            identity = res_ok
-        elif criterion == "cka":
-            identity = cka_ok
-        elif criterion == "both":
-            identity = (res_ok and cka_ok) if residual is not None else cka_ok
-        else:
-            identity = res_ok if residual is not None else cka_ok
-        rows.append({"index": index + 1, "name": name, "residual": residual, "cka": cka, "lesion": lesion,
-                     "conv_depth": int(rec["conv_depth"]), "identity_like": bool(identity)})
+        rows.append({"index": index + 1, "name": name, "residual": residual, "cka": cka,
+                     "lesion": lesions.get(name), "conv_depth": int(rec["conv_depth"]),
+                     "convs": int(rec["conv_depth"] - rec["conv_entry"])})
         prev_gram = rec["gram_out"]
+    return summarise(rows, criterion=criterion, residual_threshold=residual_threshold, cka_threshold=cka_threshold,
+                     lesion_threshold=lesion_threshold if labels is not None else None,
+                     total_conv_layers=len(conv_names), n_examples=int(images.shape[0]), debiased=debiased,
+                     notes=notes)
+
+
+def is_identity_like(row: dict, criterion: str = "auto", residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD,
+                     cka_threshold: float = DEFAULT_CKA_THRESHOLD,
+                     lesion_threshold: float | None = DEFAULT_LESION_THRESHOLD) -> bool:
+    """The identity-like test of one probe row (see the module docstring for the criteria)."""
+    residual, cka, lesion = row.get("residual"), row["cka"], row.get("lesion")
+    res_ok = residual is not None and residual <= residual_threshold
+    cka_ok = cka >= cka_threshold
+    if criterion == "lesion":
+        if lesion_threshold is None:
+            raise ConfigError("criterion='lesion' needs a lesion_threshold and rows with a lesion column (labels=).")
+        return lesion <= lesion_threshold if lesion is not None else cka_ok
+    if criterion == "residual":
+        return res_ok
+    if criterion == "cka":
+        return cka_ok
+    if criterion == "both":
+        return (res_ok and cka_ok) if residual is not None else cka_ok
+    return res_ok if residual is not None else cka_ok
+
+
+def summarise(rows: list[dict], *, criterion: str = "auto", residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD,
+              cka_threshold: float = DEFAULT_CKA_THRESHOLD, lesion_threshold: float | None = DEFAULT_LESION_THRESHOLD,
+              total_conv_layers: int | None = None, n_examples: int = 0, debiased: bool = True,
+              notes: list[str] | None = None) -> ProbeReport:
+    """Classify probe rows (``index, name, residual, cka, lesion, conv_depth, convs``) and derive the
+    effective depth. Re-run it on saved rows to try other criteria or thresholds without the model.
+
+    ``active_conv_layers`` = convs before the first block (the stem) + the own main-path convs of
+    every block that is not identity-like: the depth left if identity-like blocks were dropped."""
+    if criterion not in CRITERIA:
+        raise ConfigError(f"unknown probe criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
+    rows = [dict(r) for r in rows]
+    for r in rows:
+        r["identity_like"] = bool(is_identity_like(r, criterion, residual_threshold, cka_threshold, lesion_threshold))
     last_active = max((r["index"] for r in rows if not r["identity_like"]), default=0)
+    stem = (rows[0]["conv_depth"] - rows[0].get("convs", 0)) if rows else 0
     return ProbeReport(
         rows=rows,
         effective_depth=last_active,
         effective_conv_layers=rows[last_active - 1]["conv_depth"] if last_active else 0,
         active_blocks=sum(not r["identity_like"] for r in rows),
         total_blocks=len(rows),
-        total_conv_layers=len(conv_names),
-        n_examples=int(images.shape[0]),
+        total_conv_layers=int(total_conv_layers if total_conv_layers is not None else (rows[-1]["conv_depth"] if rows else 0)),
+        n_examples=int(n_examples),
         criterion=criterion,
         residual_threshold=float(residual_threshold),
         cka_threshold=float(cka_threshold),
         debiased=bool(debiased),
-        notes=notes,
-        lesion_threshold=float(lesion_threshold) if labels is not None else None,
+        notes=list(notes or []),
+        lesion_threshold=None if lesion_threshold is None else float(lesion_threshold),
+        active_conv_layers=stem + sum(r.get("convs", 0) for r in rows if not r["identity_like"]),
     )
 
 
