@@ -44,6 +44,8 @@ def load_records(results_dir: Path) -> list[dict]:
             continue
         if isinstance(rec, dict) and "task" in rec and "method" in rec:
             rec["_path"] = str(path.relative_to(results_dir.parent))
+            extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
+            rec["_quick"] = bool(extra.get("quick")) or path.stem.endswith("-quick")
             records.append(rec)
     return records
 
@@ -151,20 +153,27 @@ def render(results_dir: Path, out: Path, plots: bool = True) -> str:
     if not records:
         lines.append("_No records yet: run `make bench`._")
     for task in sorted(by_task):
-        recs = by_task[task]
+        recs = [r for r in by_task[task] if not r["_quick"]]
+        smoke = [r for r in by_task[task] if r["_quick"]]
         lines += [f"## {task}", ""]
-        lines.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
-        lines.append("|" + "---|" * len(COLUMNS))
-        for row in table_rows(recs):
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        for title, group in (("", recs), ("Smoke runs (`--quick`: tiny schedules, a check that it runs — not results)", smoke)):
+            if not group:
+                continue
+            if title:
+                lines += [f"_{title}_", ""]
+            lines.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
+            lines.append("|" + "---|" * len(COLUMNS))
+            for row in table_rows(group):
+                lines.append("| " + " | ".join(row) + " |")
+            lines.append("")
+        recs = recs or smoke
         if plots:
             for name in pareto_plot(task, recs, out.parent / "plots"):
                 lines.append(f"![{name}](plots/{name})")
             lines.append("")
         lines.append("<details><summary>records</summary>")
         lines.append("")
-        for rec in sorted(recs, key=lambda r: (r["method"], r.get("seed", 0))):
+        for rec in sorted(by_task[task], key=lambda r: (r["method"], r.get("seed", 0))):
             lines.append(f"- `{rec['_path']}` — `{rec.get('command', '?')}` — {rec.get('machine', '?')} — {rec.get('started_at', '?')} — commit {str(rec.get('commit', '?'))[:12]}")
         lines += ["", "</details>", ""]
     text = "\n".join(lines) + "\n"
