@@ -171,3 +171,21 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_state_flatten_round_trip_is_exact():
+    import math
+
+    from netrazor.train.state import flatten, unflatten
+
+    state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)}, 5: {}},
+             "param_groups": [{"betas": (0.9, 0.999), "params": [0, 5], "foreach": None, "lr": float("inf")}],
+             "nested": [1, "a", (2, [3.5])]}
+    tensors: dict = {}
+    as_json = json.loads(json.dumps(flatten(state, "optim", tensors)))  # really through JSON
+    back = unflatten(as_json, tensors)
+    assert set(back["state"]) == {0, 5} and torch.equal(back["state"][0]["exp_avg"], state["state"][0]["exp_avg"])
+    assert back["param_groups"][0]["betas"] == (0.9, 0.999) and math.isinf(back["param_groups"][0]["lr"])
+    assert back["nested"] == [1, "a", (2, [3.5])]
+    with pytest.raises(CheckpointError):
+        flatten({"bad": object()}, "x", {})

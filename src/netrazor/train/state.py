@@ -60,7 +60,7 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if _TUPLE in obj:
             return tuple(unflatten(v, tensors) for v in obj[_TUPLE])
         if _ITEMS in obj:
-            return {_unkey(k): unflatten(v, tensors) for k, v in obj[_ITEMS]}
+            return {k: unflatten(v, tensors) for k, v in obj[_ITEMS]}
         if _FLOAT in obj:
             return float(obj[_FLOAT])
         return {k: unflatten(v, tensors) for k, v in obj.items()}
@@ -74,6 +74,3 @@ def _key(k: Any) -> Any:
         return k
     raise CheckpointError(f"state dict key {k!r} is neither str nor int; it cannot be checkpointed.")
 
-
-def _unkey(k: Any) -> Any:
-    return k
