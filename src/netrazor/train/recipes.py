@@ -28,9 +28,10 @@ _RECIPES: dict[tuple[str, str], TrainConfig] = {
         epochs=40, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
         weight_decay=5e-4, schedule="cosine", warmup_epochs=1, augment="crop_flip", channels_last=True,
     ),
-    # VGG-11 (BN) on Fashion-MNIST: ~93 % is typical for this recipe.
+    # VGG-11 (BN) on Fashion-MNIST: ~93 % is typical for such a recipe (not measured here). Full
+    # width runs ~110 img/s on one loaded core (~8 min/epoch), so 10 epochs, not more.
     ("vgg11", "fashion-mnist"): TrainConfig(
-        epochs=15, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
+        epochs=10, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
         weight_decay=5e-4, schedule="cosine", channels_last=True,
     ),
 }
