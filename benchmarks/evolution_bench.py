@@ -8,7 +8,8 @@ Curve mode: trains (or loads from ``runs/bench-dense/``) the dense model with th
 then for every sparsity runs DE (global target split by the "magnitude" rule, ``--cycles`` cycles,
 ``--finetune-epochs`` distillation epochs after each) and global magnitude pruning (one shot, then
 the SAME total number of fine-tuning epochs, cycles × finetune-epochs, same learning rate, through
-the same training loop). Writes ``benchmarks/results/<task>/evolution-seed<N>.json`` and
+the same training loop). DE fine-tunes with ``--alpha`` (default 0.5) · KD + (1 − alpha) · CE;
+magnitude with CE (``--magnitude-distill``: the same KD loss). Writes ``benchmarks/results/<task>/evolution-seed<N>.json`` and
 ``magnitude-seed<N>.json`` (DESIGN.md keys for the highest sparsity, ``extra.curve`` for all), plus
 PNG plots. Validation decides nothing here; test errors are reported, never used for selection.
 
@@ -196,6 +197,9 @@ def _plot_curves(de_curve, mag_curve, path, task) -> None:
         ax.plot([p["density"] for p in curve], [100 * (1 - p["test_error"]) for p in curve], "-o", label=label)
     ax.set_xscale("log")
     ax.invert_xaxis()
+    ticks = [p["density"] for p in de_curve]
+    ax.set_xticks(ticks, [f"{100 * t:g} %" for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("density (fraction of weights kept)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{task}: same fine-tuning epochs")

@@ -17,15 +17,17 @@ def plot_divergence_vs_density(record: dict, path: str | os.PathLike, title: str
 
     fig, ax = plt.subplots(figsize=(6, 4))
     layers = sorted({s["layer"] for s in record["steps"]})
+    floor = 1e-9  # log axis: a divergence of exactly 0 is drawn at the floor
     for name in layers:
-        pts = [(s["overall_density"], s["divergence"]) for s in record["steps"] if s["layer"] == name and s["committed"]]
+        pts = [(s["overall_density"], max(floor, s["divergence"])) for s in record["steps"]
+               if s["layer"] == name and s["committed"]]
         if pts:
             ax.scatter(*zip(*pts), s=10, label=f"step: {name}")
-    cyc = [(c["overall_density"], c["divergence"]) for c in record["cycles"]]
+    cyc = [(c["overall_density"], max(floor, c["divergence"])) for c in record["cycles"]]
     if cyc:
         ax.plot(*zip(*cyc), "k-o", label="after fine-tune")
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1e-5)
+    ax.set_yscale("log")
     ax.invert_xaxis()
     ax.set_xlabel("density (fraction of weights kept)")
     ax.set_ylabel("divergence D(teacher ‖ student)")
