@@ -21,8 +21,10 @@ def test_knobs_are_validated():
     for bad in (dict(keep="bytes"), dict(rule="nope"), dict(max_depth=0), dict(entropy_mode="rgb"), dict(epochs=0)):
         with pytest.raises(ValueError):
             EbcleMethod(**bad)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="bad options"):
         EbcleMethod(rule="fixed", rule_options={"width": 3})
+    with pytest.raises(ValueError):
+        EbcleMethod(rule_options={"k": -1.0})
 
 
 def test_run_shapes_and_trains_through_the_adapter():
@@ -61,3 +63,15 @@ def test_depth_bound_command(tmp_path, capsys):
     assert "identity probe" in out and "layer3.2" in out and "effective depth" in out and "conv layers" in out
     assert main(["depth-bound", "--data", "synthetic", "--rule", "nope"]) == 2
     assert "unknown depth rule" in capsys.readouterr().err
+
+
+def test_recipe_validator_accepts_ebcle_knobs_and_names_bad_ones():
+    from netrazor.errors import RecipeError
+    from netrazor.pipeline.recipe import parse_recipe
+
+    base = "name: t\ndata: {name: synthetic}\nmodel: {name: resnet20}\nstages:\n"
+    parse_recipe(base + "  - ebcle: {keep: flops, rule_options: {k: 6.0}, epochs: 1}\n")
+    with pytest.raises(RecipeError, match="kep"):
+        parse_recipe(base + "  - ebcle: {kep: flops}\n")
+    with pytest.raises(RecipeError, match="keep"):
+        parse_recipe(base + "  - ebcle: {keep: bytes}\n")

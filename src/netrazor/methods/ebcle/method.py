@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from netrazor.data.entropy import MODES, dataset_entropy
+from netrazor.errors import ConfigError
 from netrazor.measure import count_macs, count_params
 from netrazor.methods.ebcle.rules import RULES, get_rule
 from netrazor.methods.ebcle.shape import KEEPS, conv_depth, shape
@@ -65,7 +66,10 @@ class EbcleMethod:
             raise ValueError(f"keep must be one of {', '.join(KEEPS)}, got {self.keep!r}.")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise ValueError(f"epochs must be None or an int >= 1, got {self.epochs!r}.")
-        get_rule(self.rule, **self.rule_options)  # bad rule options fail now, not after training
+        try:  # bad rule options fail now, not after training (ValueError: what the recipe validator catches)
+            get_rule(self.rule, **self.rule_options)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
 
     def bound(self, data: Any) -> tuple[int, dict]:
         """``(max_depth, entropy statistics)`` for a DataBundle."""
