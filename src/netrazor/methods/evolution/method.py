@@ -175,7 +175,7 @@ class EvolutionMethod:
         memo: dict[bytes, float] = {}  # fitness of every set scored in this step (fixed batch)
         counter = {"evaluated": 0, "proposed": 0}
 
-        def score(members: torch.Tensor) -> torch.Tensor:
+        def score_sets(members: torch.Tensor) -> torch.Tensor:
             # Children often repeat a parent or each other once the population converges: score
             # each distinct set once.
             keys = [bytes(row.numpy().tobytes()) for row in members]
@@ -189,14 +189,14 @@ class EvolutionMethod:
             return torch.tensor([memo[key] for key in keys], dtype=torch.float64)
 
         pop = genetics.initial_population(pool.numel(), k, self.population, g)
-        fit = score(pop)
+        fit = score_sets(pop)
         greedy_div = float(fit[0])
         elite = min(self.elite, pop.shape[0])
         if pool.numel() > k:  # otherwise there is exactly one candidate: nothing to evolve
             for _ in range(self.generations - 1):
                 pop, elite_fit = genetics.next_generation(pop, fit, elite, k, self.mutation_rate, g)
                 children = pop[elite:]
-                fit = torch.cat([elite_fit, score(children)]) if len(children) else elite_fit
+                fit = torch.cat([elite_fit, score_sets(children)]) if len(children) else elite_fit
         best = int(torch.argmin(fit))  # first minimum: deterministic
         return {"zero": pool[pop[best]], "divergence": float(fit[best]), "greedy_divergence": greedy_div,
                 "evaluated": counter["evaluated"], "proposed": counter["proposed"], "pool": int(pool.numel())}
@@ -235,7 +235,7 @@ class EvolutionMethod:
             if self.candidate_pool == "hessian":
                 fisher = fisher_diagonal(student, layers, adapter.data, seed=self.seed + cycle, device=device)
             student.eval()
-            for li, (name, layer) in enumerate(layers.items()):
+            for name, layer in layers.items():
                 if name in stopped:
                     continue
                 numel = layer.weight.numel()
