@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> Path:
     knobs.setdefault("inputs", args.model == "lenet300")
     knobs.setdefault("seed", args.seed)
     method = GatesMethod(epochs=config.epochs, **knobs)
-    plots_dir = Path(args.results) / task / f"gates-seed{args.seed}"
+    # width x1 keeps the DESIGN.md name; other starting widths get their own file (robustness runs)
+    name = f"gates-seed{args.seed}" if args.width_mult == 1.0 else f"gates-x{args.width_mult:g}-seed{args.seed}"
+    plots_dir = Path(args.results) / task / name
     adapter = Adapter(data=data, train_config=config, run_dir=plots_dir)
     t0 = time.perf_counter()
     model, rec = method.run(model, adapter)
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> Path:
             "run_started_at": started,
         },
     )
-    path = write_record(record, args.results)
+    path = write_record(record, args.results, name=name)
     logging.getLogger("gates_bench").info(
         "%s: params %d -> %d (%.1f %% removed), test error %.4f (dense %.4f), %s; record %s",
         task, record["params_dense"], record["params"], 100 * record["extra"]["params_removed_fraction"],
