@@ -17,7 +17,6 @@ with children ``branch`` and ``shortcut`` computing ``f(shortcut(x) + branch(x))
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
 import torch
