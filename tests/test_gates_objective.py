@@ -34,15 +34,17 @@ def test_knobs_move_the_cost_between_params_macs_and_layers():
     model = _mlp()
     gs = attach_gates(model, torch.randn(2, 10))
     cm = CostModel(gs, kappa=2.0, flops_vs_params=0.0)
-    assert float(cm()) == pytest.approx(2.0 * float(expected_cost(gs)[0]) / cm.params_dense)
     cm_macs = CostModel(gs, kappa=1.0, flops_vs_params=1.0)
-    assert float(cm_macs()) == pytest.approx(float(expected_cost(gs)[1]) / cm_macs.macs_dense)
+    with torch.no_grad():
+        params, macs = expected_cost(gs)
+        assert float(cm()) == pytest.approx(2.0 * float(params) / cm.params_dense)
+        assert float(cm_macs()) == pytest.approx(float(macs) / cm_macs.macs_dense)
     # layer_vs_unit ν scales the cost gradient on unit gates by 2(1 − ν) and leaves the value alone
     p_half = expected_cost(gs, layer_vs_unit=0.5)[0]
     p_zero = expected_cost(gs, layer_vs_unit=0.0)[0]
     g_half = torch.autograd.grad(p_half, gs.gates["fc1"].theta)[0]
     g_zero = torch.autograd.grad(p_zero, gs.gates["fc1"].theta)[0]
-    assert float(p_half) == pytest.approx(float(p_zero))  # same value,
+    assert float(p_half.detach()) == pytest.approx(float(p_zero.detach()))  # same value,
     assert torch.allclose(g_zero, 2 * g_half)  # gradient scaled by 2(1 − ν)
 
 
