@@ -223,3 +223,28 @@ def test_an_emptied_layer_becomes_linear_next_round_and_surgery_removes_it():
     assert rec["params"] < rec["params_dense"] and rec["macs"] < rec["macs_dense"]
     assert rec["surgery"]["constant_channels_max_abs_diff"] < 1e-5
     assert rec["surgery"]["fold_max_abs_diff"] < 1e-5
+
+
+def test_layer_folding_guard_folds_by_decreasing_alpha_while_within_delta():
+    data = bundle()
+
+    class CountingAdapter(Adapter):
+        """Validation accuracy falls 0.1 per folded (Identity) rectifier: the guard must stop at one."""
+
+        def evaluate(self, model, split="val"):
+            acc = 1.0 - 0.1 * sum(isinstance(m, nn.Identity) for m in model.modules())
+            return {"accuracy": acc, "error": 1 - acc, "loss": 0.0}
+
+    base = adapter(data)
+    ad = CountingAdapter(data=data, train_config=base.train_config)
+    model = mlp()
+    out, rec = LayerFoldingMethod(penalty=5.0, alpha_init=0.2, train_epochs=3, delta=0.15, **FAST).run(model, ad)
+    alphas = rec["alpha"]
+    assert all(a >= 0.9 for a in alphas.values())  # both were candidates
+    order = sorted(alphas, key=lambda n: -alphas[n])  # decreasing alpha, ties in layer order
+    assert rec["linearised"] == order[:1]
+    assert rec["rounds"][-1]["refused_by_guard"] == order[1:]
+    assert rec["within_delta"] and "fallback" not in rec
+    unguarded = LayerFoldingMethod(penalty=5.0, alpha_init=0.2, train_epochs=3, delta=0.15, guard=False, **FAST)
+    _, rec2 = unguarded.run(mlp(), ad)
+    assert len(rec2["linearised"]) == 2 and not rec2["within_delta"]

@@ -25,6 +25,7 @@ surgery folds the linear sections.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,6 @@ from torch import nn
 from netrazor.methods.entropy_depth._compat import CallbackBase
 from netrazor.methods.entropy_depth.common import DepthKnobs, KnobError
 from netrazor.methods.entropy_depth.entropy import SlopeActivation, find_rectifiers
-from netrazor.methods.entropy_depth.graph import link_rectifiers
 from netrazor.methods.entropy_depth.linearise import set_module
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,17 @@ class SlopePenalty(CallbackBase):
 
 @dataclass
 class LayerFoldingMethod(DepthKnobs):
-    """Layer Folding. Knobs (plus ``DepthKnobs``; ``delta`` is only reported against here):
+    """Layer Folding. Knobs (plus ``DepthKnobs``; ``delta`` acts through ``guard``):
 
     penalty          lambda of lambda * sum |1 - alpha^2|.
     train_epochs     epochs trained with the penalty (None: the adapter recipe's epochs).
     threshold        alpha at or above which a layer is folded (0.9, METHODS.md).
     finetune_epochs  epochs after setting the folded slopes to 1 exactly.
     alpha_init       starting slope (0 = ReLU, default 0.01; see the module docstring).
+    guard            [REC] honour ``delta`` like NEPENTHE/EASIER: fold candidates in order of
+                     decreasing alpha only while validation stays within delta, and if the result
+                     is still below dense - delta after fine-tuning, return the dense model
+                     (``record["fallback"] = "dense"``). False: the paper's plain rule.
     """
 
     penalty: float = 0.5
@@ -85,6 +89,7 @@ class LayerFoldingMethod(DepthKnobs):
     threshold: float = 0.9
     finetune_epochs: int = 1
     alpha_init: float = 0.01
+    guard: bool = True
 
     def _check(self) -> None:
         super()._check()
@@ -95,7 +100,8 @@ class LayerFoldingMethod(DepthKnobs):
 
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
         record = self.start(model, adapter, "layer-folding")
-        links = link_rectifiers(model)
+        dense = copy.deepcopy(model) if self.guard else None
+        floor = record["val_accuracy_dense"] - self.delta
         names = [n for n, _ in find_rectifiers(model)]
         for n in names:
             set_module(model, n, SlopeActivation(self.alpha_init))
@@ -104,21 +110,32 @@ class LayerFoldingMethod(DepthKnobs):
         alphas = {n: float(m.alpha.detach()) for n, m in slope_modules(model).items()}
         scores = self.evaluate(model, adapter)
         record["rounds"].append({"round": 1, "phase": "penalised", "alpha": alphas, **scores})
-        folded = [n for n, a in alphas.items() if a >= self.threshold]
-        for n, a in alphas.items():
-            if n in folded:
-                set_module(model, n, nn.Identity())
-            elif a == 0.0:
-                set_module(model, n, nn.ReLU())
-            else:
-                set_module(model, n, nn.LeakyReLU(negative_slope=a))
+        for n, a in alphas.items():  # standard modules; alpha >= threshold become alpha = 1 below
+            set_module(model, n, nn.ReLU() if a == 0.0 else nn.LeakyReLU(negative_slope=a))
+        candidates = sorted((n for n, a in alphas.items() if a >= self.threshold), key=lambda n: -alphas[n])
+        folded: list[str] = []
+        for n in candidates:
+            keep = model.get_submodule(n)
+            set_module(model, n, nn.Identity())
+            # [REC] guard: fold in order of decreasing alpha while validation stays within delta.
+            if self.guard and float(adapter.evaluate(model, "val")["accuracy"]) < floor:
+                set_module(model, n, keep)
+                continue
+            folded.append(n)
         if folded and self.finetune_epochs > 0:
             self.retrain(model, adapter, self.finetune_epochs)
         scores = self.evaluate(model, adapter)
-        record["rounds"].append({"round": 2, "phase": "folded+finetuned", "folded": folded, **scores})
-        record["linearised"] = folded
+        entry = {"round": 2, "phase": "folded+finetuned", "folded": folded, "refused_by_guard": [n for n in candidates if n not in folded], **scores}
+        record["rounds"].append(entry)
         record["alpha"] = alphas
-        record["within_delta"] = scores["val_accuracy"] >= record["val_accuracy_dense"] - self.delta
+        record["within_delta"] = scores["val_accuracy"] >= floor
+        if dense is not None and not record["within_delta"]:
+            # The penalty overshot (the net became too linear to recover): as NEPENTHE and EASIER
+            # do, keep the last model within delta -- here the dense one.
+            log.info("layer folding ended %.4f below dense (delta %.4f); keeping the dense model", record["val_accuracy_dense"] - scores["val_accuracy"], self.delta)
+            model, folded = dense, []
+            record["fallback"] = "dense"
+        record["linearised"] = folded
         ent = self.measure_entropy(model, adapter) if find_rectifiers(model) else {}
         record["final_entropy"] = {n: e.summary() for n, e in ent.items()}
         return self.close(model, adapter, record)
