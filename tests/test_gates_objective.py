@@ -68,4 +68,4 @@ def test_weight_prior_is_theta_weighted_squared_norm():
     w1 = model.fc1.weight.pow(2).sum() + model.fc1.bias.pow(2).sum()
     w2 = model.fc2.weight.pow(2).sum() + model.fc2.bias.pow(2).sum()
     expected = 0.1 / 2 * (0.5 * w1 + w2)
-    assert float(weight_prior(gs, 0.1)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(weight_prior(gs, 0.1).detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
