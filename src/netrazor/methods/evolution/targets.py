@@ -55,7 +55,9 @@ def keep_counts(layers: dict[str, nn.Module], targets: dict[str, float] | float,
 def _magnitude_split(layers: dict[str, nn.Module], d: float, min_density: float) -> dict[str, int]:
     sizes = {n: m.weight.numel() for n, m in layers.items()}
     budget = int(round(d * sum(sizes.values())))
-    floors = {n: min(s, max(1, int(round(min_density * s)))) if d > 0 else 0 for n, s in sizes.items()}
+    # A positive floor keeps at least one weight per layer; min_density=0 means no floor at all.
+    floors = {n: min(s, max(1, int(round(min_density * s)))) if d > 0 and min_density > 0 else 0
+              for n, s in sizes.items()}
     fixed: dict[str, int] = {}
     # Re-rank until no free layer falls under its floor (at most one pass per layer).
     while True:
