@@ -64,6 +64,8 @@ def test_finetune_with_real_trainer_keeps_zeros():
     student, drec = EvolutionMethod(targets=0.3, cycles=1, population=6, elite=2, generations=2,
                                     eval_size=32, finetune_epochs=1, progress=events.append).run(before, adapter)
     assert {e["event"] for e in events} == {"step", "cycle"}
+    layer_bars = [e for e in events if e["event"] == "step"]
+    assert all(0 < e["completed"] <= e["total"] for e in layer_bars)
     assert drec["cycles"][0]["finetune_epochs"] == 1 and "val_accuracy" in drec["after"]
     assert drec["overall_density"] == pytest.approx(0.3, abs=1e-3)
 

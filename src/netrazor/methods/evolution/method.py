@@ -81,7 +81,8 @@ class EvolutionMethod:
       evaluator        "vectorised" (default) | "looped" (reference; same numbers, slower).
       chunk_size       candidates per vmap call (None: sized from the layer's output).
       seed             same seed, same data, same machine → same masks.
-      progress         optional callable receiving one dict per step and per cycle.
+      progress         optional callable receiving one dict per step and per cycle (default: the
+                       adapter's ``progress``, so the CLI shows one bar per layer).
     """
 
     targets: dict[str, float] | float = 0.1
@@ -146,9 +147,11 @@ class EvolutionMethod:
         idx, _ = torch.sort(idx)
         return data.normalize(split.images[idx]), split.labels[idx], idx
 
-    def _emit(self, event: dict) -> None:
-        if self.progress is not None:
-            self.progress(event)
+    def _emit(self, adapter: Any, event: dict) -> None:
+        # Our own callable first, else the adapter's (the CLI puts its progress renderer there).
+        sink = self.progress or getattr(adapter, "progress", None)
+        if sink is not None:
+            sink(event)
 
     def _step_size(self, layer_numel: int, remaining: int) -> int:
         if self.candidate_size is None:
@@ -265,7 +268,10 @@ class EvolutionMethod:
                             "evaluated": found["evaluated"], "proposed": found["proposed"], "seconds": seconds,
                             "density": density(masks[name]), "overall_density": self._overall(masks)}
                     steps.append(step)
-                    self._emit({"event": "step", **step})
+                    # task/completed/total drive one CLI bar per layer: weights removed of those to remove.
+                    self._emit(adapter, {"event": "step", "task": f"evolution {name}",
+                                         "completed": start_alive[name] - int(masks[name].sum()),
+                                         "total": max(0, start_alive[name] - counts[name]), **step})
             history = finetune_with_masks(adapter, student, masks, self.finetune_epochs, loss_fn, self.finetune_lr)
             student.eval()
             snap = self._snapshot(student, x, teacher_logits, divergence, adapter)
@@ -273,7 +279,8 @@ class EvolutionMethod:
                    "densities": {n: density(m) for n, m in masks.items()},
                    "finetune_epochs": len(history), **snap}
             cycles.append(cyc)
-            self._emit({"event": "cycle", **cyc})
+            self._emit(adapter, {"event": "cycle", "task": "evolution cycles", "completed": cycle,
+                                 "total": self.cycles, **{k: v for k, v in cyc.items() if k != "densities"}})
             log.info("cycle %d: density %.4f divergence %.4g val acc %s", cycle, cyc["overall_density"],
                      snap["divergence"], snap.get("val_accuracy"))
             if len(stopped) == len(layers):
