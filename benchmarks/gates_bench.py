@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--width-mult", type=float, default=1.0)
     ap.add_argument("--set", action="append", default=[], type=_knob, help="GatesMethod knob KEY=VALUE")
     ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument("--tag", default="", help="extra name part of the record, e.g. 'dataref' for a knob variant")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> Path:
     knobs.setdefault("seed", args.seed)
     method = GatesMethod(epochs=config.epochs, **knobs)
     # width x1 keeps the DESIGN.md name; other starting widths get their own file (robustness runs)
-    name = f"gates-seed{args.seed}" if args.width_mult == 1.0 else f"gates-x{args.width_mult:g}-seed{args.seed}"
+    name = "gates" + (f"-{args.tag}" if args.tag else "") + (f"-x{args.width_mult:g}" if args.width_mult != 1.0 else "")
+    name += f"-seed{args.seed}"
     plots_dir = Path(args.results) / task / name
     adapter = Adapter(data=data, train_config=config, run_dir=plots_dir)
     t0 = time.perf_counter()

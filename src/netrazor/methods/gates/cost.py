@@ -70,17 +70,35 @@ def expected_cost(gs: GateSet, layer_vs_unit: float = 0.5, ones: bool = False) -
 
 
 class CostModel:
-    """κ-weighted normalised expected cost (see module docstring); remembers the dense reference."""
+    """κ-weighted normalised expected cost (see module docstring); remembers the dense reference.
 
-    def __init__(self, gs: GateSet, kappa: float = 1.0, flops_vs_params: float = 0.5, layer_vs_unit: float = 0.5):
+    ``reference`` [REC]: "dense" divides by the starting network's params/MACs (κ = loss units
+    per whole starting network; the kept *fraction* is what stays stable across starting widths);
+    "data" divides both by ``n_train`` like the KL/N term of an ELBO (κ = nats per parameter or
+    MAC per training example; the kept *absolute size* does not depend on the starting width).
+    """
+
+    def __init__(self, gs: GateSet, kappa: float = 1.0, flops_vs_params: float = 0.5, layer_vs_unit: float = 0.5,
+                 reference: str = "dense", n_train: int | None = None):
         self.gs, self.kappa, self.rho, self.nu = gs, float(kappa), float(flops_vs_params), float(layer_vs_unit)
         with torch.no_grad():
             p, m = expected_cost(gs, ones=True)
         self.params_dense, self.macs_dense = float(p), max(float(m), 1.0)
+        if reference == "dense":
+            self.params_ref, self.macs_ref = self.params_dense, self.macs_dense
+        elif reference == "data" and n_train:
+            self.params_ref = self.macs_ref = float(n_train)
+        else:
+            raise ValueError(f"cost reference must be 'dense' or 'data' (with n_train), got {reference!r}")
 
     def fraction(self) -> torch.Tensor:
+        """Expected cost relative to the dense network (for logs), whatever the reference."""
         p, m = expected_cost(self.gs, self.nu)
         return (1.0 - self.rho) * p / self.params_dense + self.rho * m / self.macs_dense
 
+    def normalised(self) -> torch.Tensor:
+        p, m = expected_cost(self.gs, self.nu)
+        return (1.0 - self.rho) * p / self.params_ref + self.rho * m / self.macs_ref
+
     def __call__(self) -> torch.Tensor:
-        return self.kappa * self.fraction()
+        return self.kappa * self.normalised()

@@ -55,6 +55,8 @@ class GatesMethod:
     ``hyper_prior`` ("vertex" | "entropy"), ``hyper_strength``, ``hyper_ramp``, ``cost_warmup``
     (fraction of training over which κ ramps in), ``per_example`` (gate samples per example),
     ``flip_per_step`` (layer gates flip-estimated per step, None = all; unbiased either way),
+    ``cost_reference`` ("dense": κ per whole starting net; "data": κ per parameter / N_train, the
+    ELBO's KL/N form, which makes the kept size independent of the starting width),
     ``weight_decay`` (None keeps the recipe's; the weight prior already decays gated weights),
     ``plots`` (write PNGs to the adapter's run_dir), ``seed``.
     """
@@ -81,6 +83,7 @@ class GatesMethod:
     cost_warmup: float = 0.05
     per_example: bool = True
     flip_per_step: int | None = None
+    cost_reference: str = "dense"
     weight_decay: float | None = None
     plots: bool = True
     seed: int = 0
@@ -95,6 +98,8 @@ class GatesMethod:
         for name in ("estimator", "layer_estimator"):
             if str(getattr(self, name)).lower() not in ESTIMATORS:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {sorted(ESTIMATORS)}")
+        if self.cost_reference not in ("dense", "data"):
+            raise ValueError(f"cost_reference must be 'dense' or 'data', got {self.cost_reference!r}")
         if self.hyper_prior not in HYPER_PRIORS:
             raise ValueError(f"unknown hyper_prior {self.hyper_prior!r}; choose one of {sorted(HYPER_PRIORS)}")
         if not 0.0 < self.threshold < 0.5:
@@ -103,14 +108,16 @@ class GatesMethod:
             raise ValueError(f"init_theta must be in (0, 1], got {self.init_theta}")
 
     # ------------------------------------------------------------------------------------------
-    def objective(self, gs, total_steps: int | None, label_smoothing: float = 0.0) -> GateObjective:
+    def objective(self, gs, total_steps: int | None, label_smoothing: float = 0.0,
+                  n_train: int | None = None) -> GateObjective:
         return GateObjective(
             gs, kappa=self.kappa, layer_vs_unit=self.layer_vs_unit, flops_vs_params=self.flops_vs_params,
             estimator=self.estimator, layer_estimator=self.layer_estimator, weight_prior=self.weight_prior,
             hyper_prior=get_hyper_prior(self.hyper_prior, self.hyper_strength, tuple(self.hyper_ramp)),
             theta_lr=self.theta_lr, threshold=self.threshold, prune_every=self.prune_every,
             freeze_after=self.freeze_after, total_steps=total_steps, label_smoothing=label_smoothing,
-            cost_warmup=self.cost_warmup, flip_per_step=self.flip_per_step, seed=self.seed,
+            cost_warmup=self.cost_warmup, flip_per_step=self.flip_per_step, cost_reference=self.cost_reference,
+            n_train=n_train, seed=self.seed,
         )
 
     def run(self, model: nn.Module, adapter) -> tuple[nn.Module, dict]:
@@ -130,7 +137,8 @@ class GatesMethod:
                           inputs=self.inputs, init=self.init_theta, per_example=self.per_example)
         gate_sets = {name: {"kind": s.kind, "width_dense": s.width_dense} for name, s in gs.structures.items()}
         steps_per_epoch = -(-len(adapter.data.train) // int(config.batch_size))
-        obj = self.objective(gs, epochs * steps_per_epoch, float(getattr(config, "label_smoothing", 0.0)))
+        obj = self.objective(gs, epochs * steps_per_epoch, float(getattr(config, "label_smoothing", 0.0)),
+                             n_train=len(adapter.data.train))
         overrides: dict[str, Any] = {}
         if self.weight_decay is not None:
             overrides["weight_decay"] = float(self.weight_decay)

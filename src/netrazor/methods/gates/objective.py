@@ -40,9 +40,11 @@ class GateObjective:
                  weight_prior: float = 5e-4, hyper_prior: Any = None, theta_lr: float = 0.01,
                  threshold: float = 0.01, prune_every: int = 100, freeze_after: float = 0.5,
                  total_steps: int | None = None, label_smoothing: float = 0.0, snapshot_every: int | None = None,
-                 cost_warmup: float = 0.05, flip_per_step: int | None = None, seed: int = 0):
+                 cost_warmup: float = 0.05, flip_per_step: int | None = None, cost_reference: str = "dense",
+                 n_train: int | None = None, seed: int = 0):
         self.gs = gs
-        self.cost = CostModel(gs, kappa=kappa, flops_vs_params=flops_vs_params, layer_vs_unit=layer_vs_unit)
+        self.cost = CostModel(gs, kappa=kappa, flops_vs_params=flops_vs_params, layer_vs_unit=layer_vs_unit,
+                              reference=cost_reference, n_train=n_train)
         self.unit_estimator = get_estimator(estimator)
         self.layer_estimator = get_estimator(layer_estimator)
         self.lam = float(weight_prior)
