@@ -69,3 +69,13 @@ def test_weight_prior_is_theta_weighted_squared_norm():
     w2 = model.fc2.weight.pow(2).sum() + model.fc2.bias.pow(2).sum()
     expected = 0.1 / 2 * (0.5 * w1 + w2)
     assert float(weight_prior(gs, 0.1).detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_data_reference_counts_absolute_cost_per_training_example():
+    gs = attach_gates(_mlp(), torch.randn(2, 10))
+    cm = CostModel(gs, kappa=3.0, flops_vs_params=0.25, reference="data", n_train=200)
+    with torch.no_grad():
+        params, macs = expected_cost(gs)
+        assert float(cm()) == pytest.approx(3.0 * (0.75 * float(params) + 0.25 * float(macs)) / 200)
+    with pytest.raises(ValueError, match="reference"):
+        CostModel(gs, reference="data")  # needs n_train
