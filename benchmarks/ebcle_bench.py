@@ -26,6 +26,7 @@ Reduced schedules (2 shared CPU cores; docs/methods/ebcle.md):
               origin of the probe's conv depth on h*log2(side)) from the dense records of tasks T*,
               rows re-classified with --fit-criterion/--fit-threshold, depth --fit-measure; writes
               benchmarks/results/ebcle-calibration.json.
+  --replot T1,T2,…  redraw the probe plots of tasks T* from their dense records.
 Timings: one thread (``torch.set_num_threads(1)``), deep and shaped trained back to back within a
 seed so that both see the same machine load; compare them as ratios, never as absolute numbers.
 """
@@ -47,6 +48,7 @@ from netrazor.data.entropy import dataset_entropy
 from netrazor.measure import count_macs, count_params, evaluate
 from netrazor.methods.base import Adapter
 from netrazor.methods.ebcle import conv_depth, get_rule, identity_probe, plot_probe, probe_batch, shape
+from netrazor.methods.ebcle.probe import summarise
 from netrazor.methods.ebcle.rules import entropy_ratio, halvings
 from netrazor.models import build_model, save_model
 from netrazor.pipeline.records import make_record, write_record
@@ -70,6 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--probe-only", action="store_true")
     p.add_argument("--fit", default=None, help="comma-separated tasks whose dense records calibrate k")
+    p.add_argument("--lesion-threshold", type=float, default=0.005, help="lesion criterion for plots/summaries")
+    p.add_argument("--replot", default=None, help="comma-separated tasks: redraw probe plots from their dense records")
     p.add_argument("--fit-criterion", default="lesion", choices=["lesion", "residual", "cka"])
     p.add_argument("--fit-threshold", type=float, default=0.005)
     p.add_argument("--fit-measure", default="active", choices=["active", "effective"])
@@ -149,20 +153,27 @@ def run(args) -> list[Path]:
         px, py = probe_batch(data, args.probe_images, with_labels=True)
         report = identity_probe(dense, px, labels=py)
         bound_blocks = sum(r["conv_depth"] <= bound for r in report.rows)
-        plot_probe(report, Path(args.results) / task / f"ebcle-probe-seed{seed}{suffix}.png", bound_blocks=bound_blocks,
-                   title=f"{task} seed {seed}: probe vs EBCLE bound")
+        by_lesion = summarise(report.rows, criterion="lesion", lesion_threshold=args.lesion_threshold)
+        plot_probe(by_lesion, Path(args.results) / task / f"ebcle-probe-seed{seed}{suffix}.png",
+                   bound_blocks=bound_blocks, title=f"{task} seed {seed}: probe (lesion criterion) vs EBCLE bound")
         probe = {"effective_depth": report.effective_depth, "effective_conv_layers": report.effective_conv_layers,
-                 "active_blocks": report.active_blocks, "total_blocks": report.total_blocks,
-                 "bound_blocks": bound_blocks, "rows": report.rows, "criterion": report.criterion,
-                 "residual_threshold": report.residual_threshold, "cka_threshold": report.cka_threshold}
+                 "active_blocks": report.active_blocks, "active_conv_layers": report.active_conv_layers,
+                 "total_blocks": report.total_blocks, "bound_blocks": bound_blocks, "rows": report.rows,
+                 "criterion": report.criterion, "residual_threshold": report.residual_threshold,
+                 "cka_threshold": report.cka_threshold,
+                 "lesion": {"threshold": args.lesion_threshold, "effective_depth": by_lesion.effective_depth,
+                            "effective_conv_layers": by_lesion.effective_conv_layers,
+                            "active_blocks": by_lesion.active_blocks,
+                            "active_conv_layers": by_lesion.active_conv_layers}}
         shape_in = data.input_shape
         dense_rec = make_record(task, "dense", seed, deep, args.data, params=count_params(dense),
                                 macs=count_macs(dense, shape_in), layers=conv_depth(dense),
                                 train_seconds=d["train_seconds"], val_error=d["val_error"], test_error=d["test_error"],
                                 extra=dict(common, probe=probe, history=d["history"]))
         paths.append(write_record(dense_rec, args.results, name=f"dense-seed{seed}{suffix}"))
-        log.info("seed %d deep: %.1f s, test error %.4f, probe effective depth %d blocks (%d conv layers)", seed,
-                 d["train_seconds"], d["test_error"], report.effective_depth, report.effective_conv_layers)
+        log.info("seed %d deep: %.1f s, test error %.4f, probe effective depth %d blocks (%d conv layers); lesion "
+                 "criterion: %d active conv layers (bound %d)", seed, d["train_seconds"], d["test_error"],
+                 report.effective_depth, report.effective_conv_layers, by_lesion.active_conv_layers, bound)
         row = {"seed": seed, "dense": d, "dense_rec": dense_rec, "probe": probe}
         if not args.probe_only:
             torch.manual_seed(seed)
@@ -251,12 +262,30 @@ def fit(args) -> dict:
     return out
 
 
+def replot(args) -> list[Path]:
+    """Redraw the probe plots of existing dense records (lesion criterion) without training."""
+    out = []
+    for task in args.replot.split(","):
+        for path in sorted((Path(args.results) / task).glob("dense-seed*.json")):
+            rec = json.loads(path.read_text())
+            ex = rec["extra"]
+            report = summarise(_rows_with_convs(ex["probe"]["rows"]), criterion="lesion",
+                               lesion_threshold=args.lesion_threshold)
+            bound_blocks = sum(r["conv_depth"] <= ex["bound"] for r in report.rows)
+            png = path.with_name(path.stem.replace("dense-", "ebcle-probe-") + ".png")
+            out.append(plot_probe(report, png, bound_blocks=bound_blocks,
+                                  title=f"{task} seed {rec['seed']}: probe (lesion criterion) vs bound {ex['bound']}"))
+    return out
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
     args = parse_args(argv)
     if args.fit:
         return fit(args)
+    if args.replot:
+        return replot(args)
     return run(args)
 
 

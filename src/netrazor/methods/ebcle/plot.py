@@ -1,4 +1,4 @@
-"""Plot of an identity probe: residual norm and CKA per block, thresholds, effective depth and bound."""
+"""Plot of an identity probe: residual norm, CKA and lesion per block, thresholds, effective depth and bound."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def plot_probe(report: ProbeReport, path: str | Path, bound_blocks: float | None
         ax.plot([i for i, _ in res], [v for _, v in res], "s-", label="||F(x)|| / ||x||")
         ax.axhline(report.residual_threshold, color="C1", ls=":", lw=1)
     ax.axhline(report.cka_threshold, color="C0", ls=":", lw=1)
+    les = [(r["index"], r["lesion"]) for r in report.rows if r.get("lesion") is not None]
+    if les:
+        ax.plot([i for i, _ in les], [max(0.0, v) for _, v in les], "^-", color="C2", label="lesion Δacc")
     for r in report.rows:
         if r["identity_like"]:
             ax.axvspan(r["index"] - 0.5, r["index"] + 0.5, color="0.9", zorder=0)
