@@ -62,3 +62,19 @@ def test_bad_arguments():
         shape("resnet20", 5, keep="bytes")
     with pytest.raises(ConfigError):
         shape("resnet20", 0)
+
+
+def test_resnet56_shaped_to_the_default_rules_bound_for_high_entropy_data():
+    import torch
+
+    from netrazor.data.entropy import dataset_entropy
+    from netrazor.methods.ebcle import get_rule
+
+    noise = torch.randint(0, 256, (32, 3, 32, 32), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    bound = get_rule().max_depth(dataset_entropy(noise), (32, 32))
+    original = build_model("resnet56")
+    model, info = shape("resnet56", bound)
+    assert conv_depth(model) <= bound
+    if bound < 55:
+        assert conv_depth(model) < 55
+    assert abs(count_params(model) - count_params(original)) / count_params(original) < 0.05
