@@ -13,21 +13,6 @@ from rich.table import Table
 console = Console()
 
 
-def _load_model(path: Path):
-    """The zoo loader first; surgery's loader (altered architectures) when it exists and the zoo one fails."""
-    from netrazor.errors import CheckpointError
-    from netrazor.models.io import load_model
-
-    try:
-        return load_model(path)
-    except CheckpointError as zoo_error:
-        try:
-            from netrazor.surgery import load_model as load_altered
-        except ImportError:
-            raise zoo_error from None
-        return load_altered(path)
-
-
 def _val_error_fn(data_name: str, eval_samples: int):
     """Validation error (lower is better) on the first ``eval_samples`` validation images."""
     import torch
@@ -85,12 +70,13 @@ def register(app: typer.Typer) -> None:
         from netrazor.codec import pack
         from netrazor.errors import ConfigError
         from netrazor.quant import search_bits
+        from netrazor.surgery import load_model  # reads zoo and altered architectures alike
 
         if bits is not None and tolerance is not None:
             raise ConfigError("pass either --bits or --tolerance, not both.")
         if tolerance is not None and not data:
             raise ConfigError("--tolerance needs --data NAME to measure the validation error.")
-        model = _load_model(model_path)
+        model = load_model(model_path)
         quantisation = None
         if tolerance is not None:
             result = search_bits(model, _val_error_fn(data, eval_samples), tolerance, method=method, per_channel=per_channel)

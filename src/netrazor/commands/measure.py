@@ -13,25 +13,6 @@ from rich.table import Table
 console = Console()
 
 
-def _load(checkpoint: Path):
-    """Load with the zoo loader; if that fails and surgery's loader exists, let it try.
-
-    ``netrazor.surgery.load_model`` extends the zoo format to altered architectures (a zoo spec
-    no longer describes a model after surgery), so a zoo-loader failure is not final.
-    """
-    from netrazor.errors import CheckpointError
-    from netrazor.models.io import load_model
-
-    try:
-        return load_model(checkpoint)
-    except CheckpointError as zoo_error:
-        try:
-            from netrazor.surgery import load_model as load_altered
-        except ImportError:
-            raise zoo_error from None
-        return load_altered(checkpoint)
-
-
 def _input_shape(model, data, option: Optional[str]) -> tuple[int, ...]:
     from netrazor.errors import ConfigError
 
@@ -93,10 +74,11 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from netrazor.measure import measure_model
+        from netrazor.surgery import load_model  # reads zoo and altered architectures alike
 
         if threads is not None:
             torch.set_num_threads(max(1, threads))
-        model = _load(checkpoint)
+        model = load_model(checkpoint)
         bundle = None
         if data is not None:
             from netrazor.data import load_data
