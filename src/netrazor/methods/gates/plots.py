@@ -7,7 +7,7 @@ from pathlib import Path
 from netrazor.io import atomic_path
 
 
-def save_plots(record: dict, folder: Path, max_lines: int = 60) -> list[Path]:
+def save_plots(record: dict, folder: Path, max_lines: int = 40) -> list[Path]:
     """Write ``gates-theta.png`` and ``gates-widths.png`` into ``folder``; return their paths.
 
     θ trajectories: for each gate set, up to ``max_lines`` gates (evenly spaced among the
@@ -47,7 +47,7 @@ def save_plots(record: dict, folder: Path, max_lines: int = 60) -> list[Path]:
     fig.tight_layout()
     path = folder / "gates-theta.png"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     paths.append(path)
 
@@ -63,7 +63,7 @@ def save_plots(record: dict, folder: Path, max_lines: int = 60) -> list[Path]:
     fig.tight_layout()
     path = folder / "gates-widths.png"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     paths.append(path)
     return paths
