@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any
@@ -132,7 +133,8 @@ class GateObjective:
                 losses = []
                 for value in (1.0, 0.0):
                     with sampling.replaying(gate, 0, value):
-                        losses.append(F.cross_entropy(model(x), y, reduction="none"))
+                        losses.append(F.cross_entropy(model(x), y, reduction="none",
+                                                      label_smoothing=self.label_smoothing))
                 out[id(gate)] = FlipDifference.from_flips(losses[0], losses[1]) * scale
             return out
         finally:
@@ -190,11 +192,14 @@ class GateObjective:
             log.info("step %d: removed %d structures; widths %s", self.step, removed, self.gs.widths())
             self._build_theta_optimizer()
             maps = self.gs.pop_index_maps()
-            if trainer is not None and hasattr(trainer, "rebuild_optimizer"):
-                try:  # carry momentum over, sliced like the weights (netrazor Trainer)
-                    trainer.rebuild_optimizer(index_maps=maps)
-                except TypeError:  # a trainer whose rebuild takes no index maps
-                    trainer.rebuild_optimizer()
+            rebuild = getattr(trainer, "rebuild_optimizer", None)
+            if rebuild is not None:
+                # netrazor's Trainer carries momentum over, cut like the weights; other trainers may
+                # only offer a plain rebuild
+                if "index_maps" in inspect.signature(rebuild).parameters:
+                    rebuild(index_maps=maps)
+                else:
+                    rebuild()
         if frozen:
             log.info("step %d: froze %d gates at θ = 1", self.step, frozen)
         return removed
