@@ -27,6 +27,9 @@ Reduced schedules (2 shared CPU cores; docs/methods/ebcle.md):
               rows re-classified with --fit-criterion/--fit-threshold, depth --fit-measure; writes
               benchmarks/results/ebcle-calibration.json.
   --replot T1,T2,…  redraw the probe plots of tasks T* from their dense records.
+  --paired-only  no training: time training steps of deep and shaped in alternation (median of
+              per-round ratios; robust to the machine's load drift), ``<task>/ebcle-paired-steps.json``.
+              Full runs record the same measurement in ``extra.welch.paired_steps``.
 Timings: one thread (``torch.set_num_threads(1)``), deep and shaped trained back to back within a
 seed so that both see the same machine load; compare them as ratios, never as absolute numbers.
 """
@@ -73,6 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--probe-only", action="store_true")
     p.add_argument("--fit", default=None, help="comma-separated tasks whose dense records calibrate k")
     p.add_argument("--lesion-threshold", type=float, default=0.005, help="lesion criterion for plots/summaries")
+    p.add_argument("--paired-only", action="store_true", help="only the alternating step-time ratio")
+    p.add_argument("--paired-rounds", type=int, default=7)
     p.add_argument("--replot", default=None, help="comma-separated tasks: redraw probe plots from their dense records")
     p.add_argument("--fit-criterion", default="lesion", choices=["lesion", "residual", "cka"])
     p.add_argument("--fit-threshold", type=float, default=0.005)
@@ -111,6 +116,41 @@ def train_and_measure(model, data, config):
         "test_error": evaluate(model, data.test, data.mean, data.std)["error"],
         "history": [{k: h[k] for k in ("epoch", "train_loss", "val_acc", "seconds") if k in h} for h in history],
     }
+
+
+def paired_step_seconds(models: dict, data, config, rounds: int = 7, steps: int = 8) -> dict:
+    """Seconds per training step (forward, backward, SGD step on a recipe-sized batch) of each
+    model, measured in alternation (round r: model A then model B …) so that both see the same
+    machine load; medians over rounds and the median of the per-round ratios. Wall-clock training
+    times of whole runs drift with the load of a shared machine (±40 %); this ratio does not."""
+    batch = config.batch_size
+    x = data.normalize(data.train.images[:batch])
+    y = data.train.labels[:batch]
+    prepared = {}
+    for name, model in models.items():
+        model = model.train()
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        prepared[name] = (model, opt)
+    xin = x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
+    times: dict[str, list[float]] = {name: [] for name in prepared}
+    for r in range(rounds + 1):  # round 0 warms up
+        for name, (model, opt) in prepared.items():
+            started = time.perf_counter()
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(model(xin), y).backward()
+                opt.step()
+            if r:
+                times[name].append((time.perf_counter() - started) / steps)
+    names = list(times)
+    out = {f"{n}_step_seconds": statistics.median(v) for n, v in times.items()}
+    if len(names) == 2:
+        out["step_time_ratio"] = statistics.median(a / b for a, b in zip(times[names[0]], times[names[1]]))
+        out["ratio_of"] = f"{names[0]} / {names[1]}"
+    out.update(rounds=rounds, steps=steps, batch_size=batch, threads=torch.get_num_threads())
+    return out
 
 
 def welch(a, b) -> dict:
@@ -184,6 +224,8 @@ def run(args) -> list[Path]:
         rows.append(row)
     if args.probe_only:
         return paths
+    paired = paired_step_seconds({"shaped": build_model(deep, **build_kw, **shape_kw),
+                                  "dense": build_model(deep, **build_kw)}, data, config)
     t_shaped = [r["shaped"]["train_seconds"] for r in rows]
     t_dense = [r["dense"]["train_seconds"] for r in rows]
     e_shaped = [r["shaped"]["test_error"] for r in rows]
@@ -193,6 +235,7 @@ def run(args) -> list[Path]:
         "test_error": mean_std(e_shaped), "test_error_dense": mean_std(e_dense),
         "time_reduction": 1 - statistics.fmean(t_shaped) / statistics.fmean(t_dense),
         "welch_train_seconds": welch(t_shaped, t_dense), "welch_test_error": welch(e_shaped, e_dense),
+        "paired_steps": paired,
     }
     p = summary["welch_test_error"].get("p")
     summary["accuracy_not_significantly_lower"] = not (
@@ -262,6 +305,33 @@ def fit(args) -> dict:
     return out
 
 
+def paired_only(args) -> dict:
+    """Only the alternating step-time measurement of deep vs shaped (no training); writes
+    ``<task>/ebcle-paired-steps.json`` (a side file, not a benchmark record)."""
+    from netrazor.io import write_json
+
+    deep = args.deep or ("resnet20" if args.quick else "resnet32")
+    data = prepare_data(args)
+    bound = int(get_rule(args.rule).max_depth(dataset_entropy(data), tuple(data.image_size)))
+    build_kw = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
+    _, info = shape(deep, bound, keep=args.keep, **build_kw)
+    config = default_config(deep, args.data)
+    out = paired_step_seconds({"shaped": build_model(deep, **build_kw, depth_mult=info["depth_mult"],
+                                                     width_mult=info["width_mult"]),
+                               "dense": build_model(deep, **build_kw)}, data, config, rounds=args.paired_rounds)
+    out.update(task=f"{args.data}-{deep}", bound=bound, layers=info["layers"], layers_dense=info["layers_original"],
+               command=" ".join(["python -m benchmarks.ebcle_bench", *(argv_tail())]))
+    write_json(Path(args.results) / out["task"] / "ebcle-paired-steps.json", out)
+    log.info("%s: step time shaped/dense = %.3f", out["task"], out["step_time_ratio"])
+    return out
+
+
+def argv_tail() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
 def replot(args) -> list[Path]:
     """Redraw the probe plots of existing dense records (lesion criterion) without training."""
     out = []
@@ -284,6 +354,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.fit:
         return fit(args)
+    if args.paired_only:
+        return paired_only(args)
     if args.replot:
         return replot(args)
     return run(args)
