@@ -34,6 +34,8 @@ FULL = [
     ("compare", "compare", []),
 ]
 
+# Smoke runs write to their own folder so they can never overwrite a real record.
+QUICK_RESULTS = "benchmarks/results-quick"
 QUICK = [
     ("codec", "codec_bench", ["--repeats", "3"]),
     ("surgery", "surgery_bench", ["--repeats-b1", "10", "--repeats-b64", "3"]),
@@ -66,14 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name, module, extra in suite:
         cmd = [sys.executable, "-m", f"benchmarks.{module}", *extra]
+        if args.quick:
+            cmd += ["--results", QUICK_RESULTS]
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         started = time.perf_counter()
         code = subprocess.call(cmd)
         print(f"=== {name}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True)
         if code != 0:
             failed.append(name)
-    subprocess.call([sys.executable, "-m", "benchmarks.render"])
-    print("\nrendered benchmarks/RESULTS.md" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    out = f"{QUICK_RESULTS}/RESULTS.md" if args.quick else "benchmarks/RESULTS.md"
+    render = [sys.executable, "-m", "benchmarks.render", "--out", out]
+    if args.quick:
+        render += ["--results", QUICK_RESULTS]
+    subprocess.call(render)
+    print(f"\nrendered {out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 
