@@ -225,7 +225,7 @@ class Trainer:
                 self._restore()
                 restored = True
             else:
-                log.warning("no checkpoint in %s yet; starting the run from the beginning", self.run_dir)
+                log.info("no checkpoint in %s yet; starting the run from the beginning", self.run_dir)
         if not restored:
             seed_everything(self.config.seed)
             self._wrap()
