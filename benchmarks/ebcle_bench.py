@@ -81,6 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--replot", default=None, help="comma-separated tasks: redraw probe plots from their dense records")
     p.add_argument("--fit-criterion", default="lesion", choices=["lesion", "residual", "cka"])
     p.add_argument("--fit-threshold", type=float, default=0.005)
+    p.add_argument("--fit-out", default="ebcle-calibration.json", help="file name under --results for the fit")
     p.add_argument("--fit-measure", default="active", choices=["active", "effective"])
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--cache", default="runs/ebcle-bench", help="where the trained deep models are saved")
@@ -300,7 +301,8 @@ def fit(args) -> dict:
         p["predicted"] = k * p["x"]
     out = {"k": k, "criterion": args.fit_criterion, "threshold": args.fit_threshold, "measure": args.fit_measure,
            "form": "L = k * (H/8) * log2(min side)", "points": points}
-    write_json(Path(args.results) / "ebcle-calibration.json", out)
+    out["command"] = " ".join(["python -m benchmarks.ebcle_bench", *argv_tail()])
+    write_json(Path(args.results) / args.fit_out, out)
     print(json.dumps(out, indent=1))
     return out
 
