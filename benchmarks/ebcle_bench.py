@@ -15,7 +15,8 @@ pass for full runs), the probe plot of each seed to ``ebcle-probe-seed<N>.png`` 
 models to ``runs/ebcle-bench/`` (``netrazor depth-bound --probe`` re-probes them with other knobs).
 
 Reduced schedules (2 shared CPU cores; docs/methods/ebcle.md):
-  default     ``--train-size`` training images (default 10 000, a fixed random subset drawn
+  default     deep model resnet56 on CIFAR-10 (ResNet-32 is already within its bound), resnet32
+              otherwise; ``--train-size`` training images (default 10 000, a fixed random subset drawn
               with generator seed 0; 0 = the whole split), ``--val-size`` validation
               images (default 2 000, a fixed random draw; per-epoch validation is part of the
               timed training) and the full test split, ``--epochs`` (default 3) epochs of the data set's recipe.
@@ -63,7 +64,9 @@ log = logging.getLogger("ebcle_bench")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", choices=["mnist", "fashion-mnist", "cifar10"], default="mnist")
-    p.add_argument("--deep", default=None, help="deep baseline (resnet32 default, resnet20 with --quick)")
+    p.add_argument("--deep", default=None,
+                   help="deep baseline (default: resnet56 on cifar10 — ResNet-32 is within CIFAR-10's bound —, "
+                        "resnet32 otherwise, resnet20 with --quick)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--train-size", type=int, default=None, help="training subset (0 = all)")
@@ -167,8 +170,16 @@ def mean_std(v):
     return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
 
 
+def default_deep(args) -> str:
+    if args.deep:
+        return args.deep
+    if args.quick:
+        return "resnet20"
+    return "resnet56" if args.data == "cifar10" else "resnet32"
+
+
 def run(args) -> list[Path]:
-    deep = args.deep or ("resnet20" if args.quick else "resnet32")
+    deep = default_deep(args)
     epochs = args.epochs or (2 if args.quick else 3)
     data = prepare_data(args)
     task = f"{args.data}-{deep}"
@@ -179,6 +190,9 @@ def run(args) -> list[Path]:
     build_kw = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
     _, info = shape(deep, bound, keep=args.keep, **build_kw)
     shape_kw = {k: info[k] for k in ("depth_mult", "width_mult")}
+    if info["layers"] == info["layers_original"] and not args.probe_only:
+        log.warning("%s (%d conv layers) is already within the bound %d: the shaped model is the deep model; "
+                    "pass a deeper --deep (e.g. resnet56) for a meaningful comparison", deep, info["layers"], bound)
     log.info("%s: entropy %.3f bits, bound %d conv layers; %s %d -> %d layers (x%.3f width)", task, stats["mean"],
              bound, deep, info["layers_original"], info["layers"], info["width_mult"])
     common = dict(bound=bound, rule=args.rule, entropy_mean=stats["mean"], entropy_ratio=entropy_ratio(stats),
@@ -312,7 +326,7 @@ def paired_only(args) -> dict:
     ``<task>/ebcle-paired-steps.json`` (a side file, not a benchmark record)."""
     from netrazor.io import write_json
 
-    deep = args.deep or ("resnet20" if args.quick else "resnet32")
+    deep = default_deep(args)
     data = prepare_data(args)
     bound = int(get_rule(args.rule).max_depth(dataset_entropy(data), tuple(data.image_size)))
     build_kw = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
