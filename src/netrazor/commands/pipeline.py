@@ -16,7 +16,8 @@ DEMO_RECIPE = "mnist-lenet5-demo"
 
 def _stage_table(stages: list[dict]) -> Table:
     table = Table(title="stages")
-    for col in ("stage", "params", "MACs", "bytes", "latency b1 ms", "val error", "seconds"):
+    table.add_column("stage", no_wrap=True)
+    for col in ("params", "MACs", "bytes", "latency b1 ms", "val error", "seconds"):
         table.add_column(col, justify="right")
     if stages:
         b = stages[0]["before"]

@@ -68,26 +68,30 @@ def _plots(state: dict, summary: dict, all_summaries: list[dict]) -> list[tuple[
     import matplotlib.pyplot as plt
 
     plots: list[tuple[str, str]] = []
-    # Accuracy-size Pareto across runs (this run highlighted).
-    pts = [(s["final"].get("params"), s.get("test_error"), s.get("recipe"), s is summary) for s in all_summaries
-           if s.get("final") and s.get("test_error") is not None]
-    if pts:
+    # Accuracy-size plot: this run's stages as a path (val error), other runs' final models (test error).
+    completed = state.get("completed", [])
+    path = [(e["after"].get("params"), e["after"].get("val_error"), f"{e['index']}:{e['kind']}") for e in completed]
+    path = [p for p in path if p[0] and p[1] is not None]
+    others = [(s["final"].get("params"), s.get("test_error"), s.get("recipe")) for s in all_summaries
+              if s is not summary and s.get("final") and s["final"].get("params") and s.get("test_error") is not None]
+    if path or others:
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for params, err, name, mine in pts:
-            ax.scatter(params, 100 * err, s=40 if mine else 18, c="tab:red" if mine else "tab:blue")
-            ax.annotate(name, (params, 100 * err), fontsize=6)
-        dense = summary.get("dense", {})
-        if dense.get("params") and dense.get("val_error") is not None:
-            ax.scatter(dense["params"], 100 * dense["val_error"], marker="x", c="k", label="dense (val)")
-            ax.legend(fontsize=7)
+        if path:
+            ax.plot([p[0] for p in path], [100 * p[1] for p in path], "-o", c="tab:red", label="this run, after each stage (val)")
+            for params, err, name in path:
+                ax.annotate(name, (params, 100 * err), fontsize=6)
+        if others:
+            ax.scatter([o[0] for o in others], [100 * o[1] for o in others], c="tab:blue", s=18, label="other runs, final (test)")
+            for params, err, name in others:
+                ax.annotate(name, (params, 100 * err), fontsize=6)
         ax.set_xscale("log")
         ax.set_xlabel("parameters")
-        ax.set_ylabel("test error (%)")
-        ax.set_title("accuracy vs size across runs")
+        ax.set_ylabel("error (%)")
+        ax.set_title("accuracy vs size")
+        ax.legend(fontsize=7)
         fig.tight_layout()
-        plots.append(("Accuracy–size Pareto across runs", _png(fig)))
+        plots.append(("Accuracy–size: this run's stages and other runs", _png(fig)))
     # Per-layer width / density / bits after each stage.
-    completed = state.get("completed", [])
     profiles = [(e["kind"], e.get("layers_after") or e["after"].get("layer_profile")) for e in completed]
     first = completed[0]["before"].get("layer_profile") if completed else None
     if first:

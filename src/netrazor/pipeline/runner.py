@@ -144,6 +144,8 @@ def compress(
         model, stage_record = run_stage(stage.kind, stage.params, model, ctx)
         seconds = time.perf_counter() - started
         after = measure_stage(model, adapter, latency, (artifacts.get("quantisation") or {}).get("bits"))
+        if "artifact_bytes" in stage_record:  # a stage that wrote an artifact: its bytes are the file's
+            after["bytes"] = stage_record["artifact_bytes"]
         model_path = stage_dir / "model"
         save_model(model, model_path)
         entry = {
