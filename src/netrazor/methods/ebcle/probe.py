@@ -108,7 +108,7 @@ def identity_probe(
     lesion_threshold: float = DEFAULT_LESION_THRESHOLD,
 ) -> ProbeReport:
     """Probe ``model`` on ``images`` (a normalised float batch ``[n, C, H, W]``, e.g.
-    ``bundle.normalize(bundle.val.images[:256])``); ``blocks`` are module names (default
+    ``probe_batch(bundle, 256)``); ``blocks`` are module names (default
     :func:`find_blocks`). Thresholds and criterion: see the module docstring. The model is run in
     eval mode under ``torch.no_grad``; its mode is restored afterwards."""
     if criterion not in CRITERIA:
