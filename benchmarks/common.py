@@ -26,13 +26,17 @@ DENSE_CACHE = Path("runs/bench-dense")
 
 
 def subset(data: DataBundle, n_train: int | None, n_val: int | None, seed: int) -> DataBundle:
-    """A fixed random draw of the training split and the first ``n_val`` validation images (test untouched)."""
+    """Fixed random draws of ``n_train`` training and ``n_val`` validation images (test untouched).
+
+    Random, not first-N: some sources store images class by class.
+    """
     train, val = data.train, data.val
     if n_train and n_train < len(train):
         g = torch.Generator().manual_seed(seed)
         train = train.subset(torch.randperm(len(train), generator=g)[:n_train])
     if n_val and n_val < len(val):
-        val = val.subset(torch.arange(n_val))
+        g = torch.Generator().manual_seed(seed + 1)
+        val = val.subset(torch.randperm(len(val), generator=g)[:n_val])
     return dataclasses.replace(data, train=train, val=val)
 
 

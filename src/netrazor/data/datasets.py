@@ -180,11 +180,16 @@ def load_raw_path(source: str | os.PathLike, progress: Progress | None = None,
 
 # ----------------------------------------------------------------------------------------- split + stats
 def split_indices(n: int, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint sorted (train, val) indices of ``range(n)``: val is ``val_size`` draws of a seeded permutation."""
+    """Disjoint (train, val) indices of ``range(n)``: val is ``val_size`` draws of a seeded permutation.
+
+    Train indices are sorted (their order does not matter: loaders shuffle). Val indices stay in
+    permutation order, so any first-N slice of the validation split is an unbiased draw even when
+    the source stores images class by class (the CIFAR-10 archive does).
+    """
     if not 0 <= val_size < n:
         raise DataError(f"val_size={val_size} must be in [0, {n}) for a training set of {n} images; lower it.")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
-    return perm[val_size:].sort().values, perm[:val_size].sort().values
+    return perm[val_size:].sort().values, perm[:val_size]
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
