@@ -26,17 +26,13 @@ import argparse
 import copy
 import dataclasses
 import logging
-import time
 from pathlib import Path
 
-import torch
-
+from benchmarks.common import dense_model, subset
 from netrazor.data import load_data
 from netrazor.measure import model_bytes
 from netrazor.methods.base import Adapter
 from netrazor.methods.entropy_depth import METHODS
-from netrazor.models import build_model, load_model, save_model
-from netrazor.models.io import read_checkpoint_json
 from netrazor.pipeline.records import make_record, write_record
 from netrazor.train import default_config
 
@@ -71,38 +67,18 @@ def prepare(args):
     width, epochs = task["width"], args.epochs or task["epochs"]
     if args.quick:
         width, epochs = 0.25, args.epochs or 3
-        g = torch.Generator().manual_seed(args.seed)
-        data = dataclasses.replace(
-            data,
-            train=data.train.subset(torch.randperm(len(data.train), generator=g)[:6000]),
-            val=data.val.subset(torch.arange(min(2000, len(data.val)))),
-        )
+        data = subset(data, 6000, 2000, args.seed)
     config = dataclasses.replace(default_config(task["model"], task["data"]), epochs=epochs, seed=args.seed)
     return task, data, width, config
-
-
-def dense_model(args, task, data, width, config):
-    tag = f"{args.task}-w{width}-e{config.epochs}-seed{args.seed}{'-quick' if args.quick else ''}"
-    path = Path(args.cache) / tag
-    adapter = Adapter(data=data, train_config=config)
-    if Path(str(path) + ".safetensors").exists():
-        log.info("loading dense model %s", path)
-        return load_model(path), adapter, read_checkpoint_json(path).get("extra", {}).get("train_seconds")
-    torch.manual_seed(args.seed)
-    model = build_model(task["model"], num_classes=data.num_classes, in_channels=data.in_channels,
-                        input_size=data.image_size, width_mult=width)
-    t0 = time.perf_counter()
-    adapter.train(model)
-    seconds = time.perf_counter() - t0
-    save_model(model, path, extra={"train_seconds": seconds})
-    return model, adapter, seconds
 
 
 def main(argv=None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     task, data, width, config = prepare(args)
-    model, adapter, train_seconds = dense_model(args, task, data, width, config)
+    tag = f"{args.task}-w{width}-e{config.epochs}-seed{args.seed}{'-quick' if args.quick else ''}"
+    model, train_seconds = dense_model(task["model"], data, config, tag=tag, width_mult=width, cache=Path(args.cache))
+    adapter = Adapter(data=data, train_config=config)
     bytes_dense = model_bytes(model)
     knobs = dict(delta=args.delta, retrain_epochs=args.retrain_epochs, entropy_samples=args.entropy_samples,
                  retrain_lr=config.lr * args.retrain_lr_scale)

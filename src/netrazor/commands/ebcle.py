@@ -13,21 +13,6 @@ from rich.table import Table
 console = Console()
 
 
-def _load(checkpoint: Path):
-    """Zoo loader first; surgery's loader (altered architectures) when present and needed."""
-    from netrazor.errors import CheckpointError
-    from netrazor.models.io import load_model
-
-    try:
-        return load_model(checkpoint)
-    except CheckpointError as zoo_error:
-        try:
-            from netrazor.surgery import load_model as load_altered
-        except ImportError:
-            raise zoo_error from None
-        return load_altered(checkpoint)
-
-
 def _fmt(v, digits=3):
     return "—" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
 
@@ -91,9 +76,10 @@ def register(app: typer.Typer) -> None:
         """EBCLE: entropy statistics of a data set, the depth bound, and the broader-shallower model."""
         from netrazor.data import load_data
         from netrazor.methods.ebcle.report import depth_bound_report
+        from netrazor.surgery import load_model  # reads zoo and altered architectures alike
 
         bundle = load_data(data, root=data_root)
-        probe_model = _load(probe) if probe is not None else None
+        probe_model = load_model(probe) if probe is not None else None
         options = {"k": k} if k is not None else None
         rep = depth_bound_report(bundle, model or None, rule=rule, rule_options=options, keep=keep,
                                  entropy_mode=mode, probe_model=probe_model, probe_images=probe_images,
