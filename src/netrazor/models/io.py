@@ -105,6 +105,29 @@ def read_checkpoint_json(path: str | os.PathLike) -> dict:
     return meta
 
 
+def check_tensors(tensors: dict, expected: dict, weights_path: Path, architecture: str) -> None:
+    """Raise ``CheckpointError`` unless ``tensors`` has exactly the names and shapes of ``expected``.
+
+    ``architecture`` names what the weights were checked against (for the message). Shared by every
+    loader that pairs a weights file with an architecture description (zoo and surgery formats).
+    """
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights_path} does not match {architecture}: "
+            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}; "
+            "the two files come from different models — save them together again."
+        )
+    for key, ref in expected.items():
+        if tuple(tensors[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{weights_path}: tensor {key!r} has shape {tuple(tensors[key].shape)} but {architecture} "
+                f"needs {tuple(ref.shape)}; the weights belong to a different architecture — re-save the model."
+            )
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a zoo model from ``path`` (``X``, ``X.safetensors`` or ``X.json``) with its weights."""
     weights_path, meta_path = checkpoint_paths(path)
@@ -114,21 +137,6 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     except ModelError as exc:
         raise CheckpointError(f"{meta_path} holds a spec the zoo cannot build ({exc}); the file is corrupt or from a newer netrazor.") from exc
     tensors, _ = load_tensors(weights_path)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights_path} does not match the {meta['spec'].get('name')} spec in {meta_path}: "
-            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}; "
-            "the two files come from different models — save them together again."
-        )
-    for key, ref in expected.items():
-        if tuple(tensors[key].shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{weights_path}: tensor {key!r} has shape {tuple(tensors[key].shape)} but the spec in {meta_path} "
-                f"needs {tuple(ref.shape)}; the weights belong to a different architecture — re-save the model."
-            )
+    check_tensors(tensors, model.state_dict(), weights_path, f"the {meta['spec'].get('name')} spec in {meta_path}")
     model.load_state_dict(tensors, strict=True)
     return model.to(map_location)

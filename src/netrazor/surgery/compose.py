@@ -51,6 +51,14 @@ def dense_conv_weight(c: nn.Conv2d) -> torch.Tensor:
     return dense
 
 
+def _new_linear(weight: torch.Tensor, bias: torch.Tensor, dtype) -> nn.Linear:
+    out = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        out.weight.copy_(weight.to(dtype))
+        out.bias.copy_(bias.to(dtype))
+    return out
+
+
 def _new_conv(weight: torch.Tensor, bias: torch.Tensor, stride, padding, dtype, groups: int = 1) -> nn.Conv2d:
     out, in_g, kh, kw = weight.shape
     conv = nn.Conv2d(in_g * groups, out, (kh, kw), stride=stride, padding=padding, groups=groups, bias=True)
@@ -78,11 +86,7 @@ def fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
     if type(layer) is nn.Linear:
         w = layer.weight.detach().double() * scale[:, None]
         b = _bias(layer, w.shape[0]) * scale + shift
-        out = nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            out.weight.copy_(w.to(dtype))
-            out.bias.copy_(b.to(dtype))
-        return out
+        return _new_linear(w, b, dtype)
     _check_plain_conv(layer)
     w = layer.weight.detach().double() * scale[:, None, None, None]
     b = _bias(layer, w.shape[0]) * scale + shift
@@ -99,11 +103,7 @@ def fold_bn_forward(bn: nn.Module, layer: nn.Module) -> nn.Module:
             raise NotExact("BatchNorm1d width differs from the Linear's inputs")
         w0 = layer.weight.detach().double()
         w, b = w0 * scale[None, :], _bias(layer, w0.shape[0]) + w0 @ shift
-        out = nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            out.weight.copy_(w.to(dtype))
-            out.bias.copy_(b.to(dtype))
-        return out
+        return _new_linear(w, b, dtype)
     _check_plain_conv(layer)
     if _pair(layer.padding) != (0, 0):
         raise NotExact("BN before a zero-padded conv: its shift is not applied to the padding")
@@ -118,11 +118,7 @@ def compose_linear(a: nn.Linear, b: nn.Linear) -> nn.Linear:
     wa, wb = a.weight.detach().double(), b.weight.detach().double()
     w = wb @ wa
     bias = wb @ _bias(a, wa.shape[0]) + _bias(b, wb.shape[0])
-    out = nn.Linear(w.shape[1], w.shape[0])
-    with torch.no_grad():
-        out.weight.copy_(w.to(a.weight.dtype))
-        out.bias.copy_(bias.to(a.weight.dtype))
-    return out
+    return _new_linear(w, bias, a.weight.dtype)
 
 
 def compose_conv(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:

@@ -33,6 +33,7 @@ from torch import fx, nn
 
 from netrazor.errors import CheckpointError, SurgeryError
 from netrazor.io import load_tensors, read_json, save_tensors, write_json
+from netrazor.models.io import check_tensors
 from netrazor.surgery.graph_spec import graph_to_spec, spec_to_graph_module
 from netrazor.surgery.layers import Unsupported, build_layer, layer_record
 
@@ -165,22 +166,6 @@ def stored_input_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
     return tuple(int(s) for s in shape) if shape else None
 
 
-def _check_tensors(tensors: dict, expected: dict, weights_path: Path, meta_path: Path) -> None:
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights_path} does not match the architecture in {meta_path}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}; the two files come from different models — save them together again."
-        )
-    for key, ref in expected.items():
-        if tuple(tensors[key].shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{weights_path}: tensor {key!r} has shape {tuple(tensors[key].shape)} but the architecture in "
-                f"{meta_path} needs {tuple(ref.shape)}; the weights belong to another model — re-save it."
-            )
-
-
 def load_model(path: str | os.PathLike, *, trust_export: bool = False) -> nn.Module:
     """Rebuild a model saved by :func:`save_model` (or ``netrazor.models.save_model``), in eval mode."""
     weights_path, meta_path = checkpoint_paths(path)
@@ -224,7 +209,7 @@ def load_model(path: str | os.PathLike, *, trust_export: bool = False) -> nn.Mod
         model = program.module()
     else:
         raise CheckpointError(f"{meta_path} has unknown kind {kind!r}; the file is corrupt or from a newer netrazor.")
-    _check_tensors(tensors, model.state_dict(), weights_path, meta_path)
+    check_tensors(tensors, model.state_dict(), weights_path, f"the architecture in {meta_path}")
     model.load_state_dict(tensors, strict=True)
     if kind != "export":  # an unlifted torch.export module has no train/eval switch
         model.eval()
