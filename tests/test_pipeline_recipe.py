@@ -64,3 +64,9 @@ def test_missing_recipe_file_suggests_shipped_names():
 def test_every_shipped_recipe_validates(name):
     recipe = load_recipe(name)
     assert recipe.stages and recipe.expected, f"{name} must state what it is expected to give"
+
+
+def test_bad_method_knob_value_is_a_recipe_error_before_work_starts():
+    recipe = GOOD.replace("- pack: {}", "- evolution: {population: 0}\n  - pack: {}")
+    with pytest.raises(RecipeError, match="evolution"):
+        parse_recipe(recipe)

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         knobs = parse_knobs(knob)
         try:
             runner = method_class(method)(**knobs)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ConfigError) as exc:
             raise ConfigError(f"bad knob for {method}: {exc}") from exc
         torch.manual_seed(seed)
         model = load_model(model_path)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from netrazor.errors import RecipeError
+from netrazor.errors import ConfigError, RecipeError
 from netrazor.methods.base import Adapter
 
 # kind -> (module, class) of methods that follow the `.run(model, adapter)` contract.
@@ -83,7 +83,7 @@ def validate_stages(recipe: Any, source: str) -> None:
             _check_params(kind, stage.params, names, source)
             try:
                 cls(**stage.params)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, ConfigError) as exc:
                 raise RecipeError(f"{source}: stage {index} `{kind}`: {exc}") from exc
         elif kind in ("train", "finetune"):
             _check_params(kind, stage.params, _train_fields(), source)
