@@ -58,7 +58,10 @@ def now_iso() -> str:
 
 
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    """The command as typed (``sys.orig_argv`` keeps ``-m benchmarks.x``, which ``sys.argv`` loses)."""
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    argv[0] = Path(argv[0]).name
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def make_record(task: str, method: str, seed: int, model: str, data: str, **fields: Any) -> dict:
