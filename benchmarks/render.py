@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -46,6 +47,8 @@ def load_records(results_dir: Path) -> list[dict]:
             rec["_path"] = str(path.relative_to(results_dir.parent))
             extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
             rec["_quick"] = bool(extra.get("quick")) or path.stem.endswith("-quick")
+            # Records of one configuration differ only in their seed: group by the file name without it.
+            rec["_variant"] = re.sub(r"-seed\d+", "", path.stem)
             records.append(rec)
     return records
 
@@ -66,14 +69,16 @@ def _derived(rec: dict) -> dict:
     return out
 
 
-def _fmt(values: list) -> str:
+def _fmt(values: list, percent: bool = False) -> str:
     nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not nums:
         return "—"
+    if percent:  # error fractions read best as percentages with two decimals
+        nums = [100 * v for v in nums]
+    one = (lambda x: f"{x:.2f} %") if percent else _fmt_one
     mean = statistics.fmean(nums)
-    if len(nums) == 1:
-        return _fmt_one(mean)
-    return f"{_fmt_one(mean)} ± {_fmt_one(statistics.stdev(nums))}"
+    spread = statistics.stdev(nums) if len(nums) > 1 else 0.0
+    return one(mean) if spread == 0 else f"{one(mean)} ± {one(spread)}"
 
 
 def _fmt_one(x: float) -> str:
@@ -87,10 +92,10 @@ def _fmt_one(x: float) -> str:
 
 
 def table_rows(records: list[dict]) -> list[list[str]]:
-    """One row per (method, model) of a task, mean ± std over seeds."""
+    """One row per configuration (record name without its seed) of a task, mean ± std over seeds."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for rec in records:
-        groups[(rec["method"], rec.get("model", ""))].append(_derived(rec))
+        groups[(rec.get("_variant", rec["method"]), rec.get("model", ""))].append(_derived(rec))
     rows = []
     for (method, model), recs in sorted(groups.items()):
         row = []
@@ -100,7 +105,7 @@ def table_rows(records: list[dict]) -> list[list[str]]:
             elif key == "seeds":
                 row.append(",".join(str(r.get("seed")) for r in recs))
             else:
-                row.append(_fmt([r.get(key) for r in recs]))
+                row.append(_fmt([r.get(key) for r in recs], percent=key.endswith("error") or key.endswith("error_dense")))
         rows.append(row)
     return rows
 
