@@ -12,7 +12,8 @@ from torch import nn
 
 from netrazor.errors import ConfigError
 from netrazor.methods.entropy_depth.budget import allocate, irrelevance, share_budget, softmax
-from netrazor.methods.entropy_depth.masks import KeepMasks, WeightMasks
+from netrazor.methods.entropy_depth.masks import WeightMasks
+from netrazor.methods.masks import MaskKeeper
 
 
 def test_irrelevance_formula_and_zero_entropy_guard():
@@ -97,8 +98,13 @@ def test_magnitude_prune_exact_count_and_masks_survive_updates():
 
     t = T()
     t.model = model
-    KeepMasks(masks).on_step_end(t, 0, 0.0)
+    keeper = MaskKeeper(model, masks.masks)
+    keeper.on_step_end(t, 0, 0.0)
     assert int((model[0].weight == 0).sum()) == 7
+    # and pruned weights get no gradient (no momentum builds up for them)
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    keeper.on_after_backward(t)
+    assert torch.equal(model[0].weight.grad != 0, masks.masks["0"])
     assert masks.mean_abs(model, ["0"]) == pytest.approx(float(model[0].weight.detach().abs().sum() / 23))
 
 

@@ -9,7 +9,7 @@ import torch.nn.utils.prune as tprune
 from netrazor.errors import ConfigError
 from netrazor.methods.baselines import MagnitudePruning, global_magnitude_masks, global_magnitude_prune
 from netrazor.methods.evolution import EvolutionMethod
-from netrazor.methods.evolution.masks import prunable_layers
+from netrazor.methods.masks import prunable_layers
 from netrazor.methods.evolution.targets import keep_counts
 from test_evolution_support import TinyCNN, trained_teacher
 

@@ -8,7 +8,7 @@ from netrazor.errors import ConfigError
 from netrazor.methods.baselines import global_magnitude_masks, global_magnitude_prune
 from netrazor.methods.evolution import EvolutionMethod
 from netrazor.methods.evolution.divergence import kl_divergence
-from netrazor.methods.evolution.masks import prunable_layers
+from netrazor.methods.masks import prunable_layers
 from netrazor.methods.evolution.targets import keep_counts
 from test_evolution_support import StandInAdapter, trained_teacher
 

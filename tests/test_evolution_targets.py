@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from netrazor.errors import ConfigError
-from netrazor.methods.evolution.masks import prunable_layers
+from netrazor.methods.masks import prunable_layers
 from netrazor.methods.evolution.targets import density_targets, keep_counts
 
 

@@ -5,7 +5,8 @@ and zeroes the smallest ``sparsity`` fraction — the semantics of
 ``torch.nn.utils.prune.global_unstructured(..., pruning_method=L1Unstructured)`` — but with our
 plain bool masks and exact zeros in the weights (no forward pre-hooks, no ``weight_orig``), so the
 result is an ordinary module. Optional fine-tuning keeps the zeros with the same ``MaskKeeper``
-callback DE uses, so "same fine-tuning budget" means the same epochs through the same loop.
+callback DE uses (``netrazor.methods.masks``), so "same fine-tuning budget" means the same epochs
+through the same loop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from netrazor.errors import ConfigError
 from netrazor.methods.evolution.distill import distill_loss_fn, finetune_with_masks
-from netrazor.methods.evolution.masks import apply_masks, density, prunable_layers
+from netrazor.methods.masks import apply_masks, density, prunable_layers, prune_smallest
 
 
 @torch.no_grad()
@@ -33,16 +34,9 @@ def global_magnitude_masks(model: nn.Module, sparsity: float, layers: Sequence[s
     if not 0.0 <= sparsity <= 1.0:
         raise ConfigError(f"sparsity {sparsity} is outside [0, 1]; give the fraction of weights to zero.")
     mods = prunable_layers(model, layers)
-    mags = torch.cat([m.weight.detach().abs().flatten().cpu() for m in mods.values()])
-    n_zero = int(round(sparsity * mags.numel()))
-    keep = torch.ones(mags.numel(), dtype=torch.bool)
-    keep[torch.argsort(mags, stable=True)[:n_zero]] = False
-    masks, start = {}, 0
-    for name, m in mods.items():
-        n = m.weight.numel()
-        masks[name] = keep[start:start + n].view_as(m.weight).to(m.weight.device)
-        start += n
-    return masks
+    everything = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in mods.items()}
+    n_zero = int(round(sparsity * sum(m.weight.numel() for m in mods.values())))
+    return prune_smallest(mods, everything, n_zero)
 
 
 def global_magnitude_prune(model: nn.Module, sparsity: float, layers: Sequence[str] | None = None, *,

@@ -33,10 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from netrazor.methods.entropy_depth._compat import CallbackBase
 from netrazor.methods.entropy_depth.common import DepthKnobs, KnobError
 from netrazor.methods.entropy_depth.entropy import SlopeActivation, find_rectifiers
 from netrazor.methods.entropy_depth.linearise import set_module
+from netrazor.train import Callback
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def linearity_penalty(model: nn.Module) -> torch.Tensor:
     return (1 - a.pow(2)).abs().sum()
 
 
-class SlopePenalty(CallbackBase):
+class SlopePenalty(Callback):
     """Adds lambda * sum |1 - alpha^2| to the loss and projects alpha onto [0, 1] after each step."""
 
     def __init__(self, weight: float) -> None:

@@ -1,7 +1,10 @@
-"""Unstructured magnitude masks kept through retraining.
+"""NEPENTHE's mask state: one keep-mask per feeding layer, pruned in per-rectifier groups.
 
 Masks are a means, never the result: they hold pruned weights at zero while the network retrains
-between rounds; the final model is handed to surgery, which removes what became linear or dead.
+between rounds (``netrazor.methods.masks.MaskKeeper``); the final model is handed to surgery,
+which removes what became linear or dead. The mechanics (masks from weights, pooled magnitude
+pruning, applying) are the shared ones in ``netrazor.methods.masks``; this class only adds the
+per-group views the EGP budget rule needs (alive count, mean |w| of survivors).
 """
 
 from __future__ import annotations
@@ -11,74 +14,42 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from netrazor.methods.entropy_depth._compat import CallbackBase
+from netrazor.methods.masks import apply_masks, count_alive, masks_from_weights, prunable_layers, prune_smallest
 
 
 class WeightMasks:
     """One boolean keep-mask per weighted module (``module.weight``), keyed by module name."""
 
     def __init__(self, model: nn.Module, names: Iterable[str]) -> None:
-        modules = dict(model.named_modules())
-        self.masks: dict[str, torch.Tensor] = {n: modules[n].weight.detach() != 0 for n in names}
+        self.masks: dict[str, torch.Tensor] = masks_from_weights(prunable_layers(model, names))
 
     def alive(self, names: Iterable[str]) -> int:
-        return sum(int(self.masks[n].sum()) for n in names)
+        return count_alive({n: self.masks[n] for n in names})
 
     def mean_abs(self, model: nn.Module, names: Iterable[str]) -> float:
         """Mean |w| over the surviving weights of ``names`` (m_l of the budget rule)."""
-        modules = dict(model.named_modules())
-        total, count = 0.0, 0
-        for n in names:
-            w = modules[n].weight.detach()
-            m = self.masks[n]
-            total += float(w.abs()[m].sum())
-            count += int(m.sum())
+        names = list(names)
+        modules = prunable_layers(model, names)
+        total = sum(float(modules[n].weight.detach().abs()[self.masks[n]].sum()) for n in names)
+        count = self.alive(names)
         return total / count if count else 0.0
 
-    @torch.no_grad()
     def prune(self, model: nn.Module, names: list[str], amount: int) -> int:
         """Zero the ``amount`` smallest-|w| surviving weights pooled over ``names``; returns pruned count."""
         if amount <= 0 or not names:
             return 0
-        modules = dict(model.named_modules())
-        scores = torch.cat([modules[n].weight.detach().abs().flatten()[self.masks[n].flatten()] for n in names])
-        amount = min(amount, scores.numel())
+        amount = min(amount, self.alive(names))
         if amount == 0:
             return 0
-        # Exactly `amount` weights: sort once and cut by rank (ties broken by position, stable).
-        order = torch.argsort(scores, stable=True)
-        drop = torch.zeros(scores.numel(), dtype=torch.bool)
-        drop[order[:amount]] = True
-        offset = 0
-        for n in names:
-            m = self.masks[n].flatten()
-            k = int(m.sum())
-            idx = m.nonzero().flatten()
-            m[idx[drop[offset : offset + k]]] = False
-            self.masks[n] = m.view_as(self.masks[n])
-            offset += k
+        self.masks.update(prune_smallest(prunable_layers(model, names), {n: self.masks[n] for n in names}, amount))
         self.apply(model)
         return amount
 
-    @torch.no_grad()
     def apply(self, model: nn.Module) -> None:
-        modules = dict(model.named_modules())
-        for n, m in self.masks.items():
-            if n in modules:
-                modules[n].weight.mul_(m.to(modules[n].weight.device, modules[n].weight.dtype))
+        present = dict(model.named_modules())  # a layer surgery already removed has nothing to mask
+        names = [n for n in self.masks if n in present]
+        apply_masks(prunable_layers(model, names), {n: self.masks[n] for n in names})
 
     def state(self) -> Mapping[str, torch.Tensor]:
         return dict(self.masks)
 
-
-class KeepMasks(CallbackBase):
-    """Training callback: re-apply the masks at the start and after every optimiser step."""
-
-    def __init__(self, masks: WeightMasks) -> None:
-        self.masks = masks
-
-    def on_train_start(self, trainer) -> None:  # noqa: ANN001
-        self.masks.apply(trainer.model)
-
-    def on_step_end(self, trainer, step, loss) -> None:  # noqa: ANN001
-        self.masks.apply(trainer.model)

@@ -31,7 +31,8 @@ from netrazor.methods.entropy_depth.common import DepthKnobs, KnobError, entropy
 from netrazor.methods.entropy_depth.entropy import find_rectifiers
 from netrazor.methods.entropy_depth.graph import link_rectifiers
 from netrazor.methods.entropy_depth.linearise import linearise
-from netrazor.methods.entropy_depth.masks import KeepMasks, WeightMasks
+from netrazor.methods.entropy_depth.masks import WeightMasks
+from netrazor.methods.masks import MaskKeeper
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class NepentheMethod(DepthKnobs):
             if not layers and not now_linear:
                 log.info("round %d: nothing left to prune or linearise; stopping", rnd)
                 break
-            self.retrain(model, adapter, self.retrain_epochs, [KeepMasks(masks)])
+            self.retrain(model, adapter, self.retrain_epochs, [MaskKeeper(model, masks.masks)])
             scores = self.evaluate(model, adapter)
             prunable_total = sum(m.numel() for m in masks.masks.values())
             entry = {

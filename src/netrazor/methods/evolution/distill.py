@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netrazor.methods.evolution.masks import MaskKeeper
+from netrazor.methods.masks import MaskKeeper
 
 
 def distill_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 1.0):

@@ -44,9 +44,9 @@ from netrazor.methods.evolution import genetics
 from netrazor.methods.evolution.distill import distill_loss_fn, finetune_with_masks
 from netrazor.methods.evolution.divergence import Divergence, resolve_divergence
 from netrazor.methods.evolution.fitness import make_fitness
-from netrazor.methods.evolution.masks import apply_masks, density, masks_from_weights, prunable_layers
 from netrazor.methods.evolution.saliency import candidate_pool, fisher_diagonal, saliency
 from netrazor.methods.evolution.targets import keep_counts
+from netrazor.methods.masks import apply_masks, densities, density, masks_from_weights, prunable_layers
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class EvolutionMethod:
             student.eval()
             snap = self._snapshot(student, x, teacher_logits, divergence, adapter)
             cyc = {"cycle": cycle, "overall_density": self._overall(masks),
-                   "densities": {n: density(m) for n, m in masks.items()},
+                   "densities": densities(masks),
                    "finetune_epochs": len(history), **snap}
             cycles.append(cyc)
             self._emit(adapter, {"event": "cycle", "task": "evolution cycles", "completed": cycle,

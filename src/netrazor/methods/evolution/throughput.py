@@ -19,8 +19,8 @@ from torch import nn
 
 from netrazor.methods.evolution.divergence import resolve_divergence
 from netrazor.methods.evolution.fitness import LoopedFitness, VectorisedFitness
-from netrazor.methods.evolution.masks import prunable_layers
 from netrazor.methods.evolution.saliency import candidate_pool
+from netrazor.methods.masks import prunable_layers
 
 
 @torch.no_grad()
