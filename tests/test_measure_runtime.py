@@ -143,3 +143,18 @@ def test_cli_measure_reads_surgery_altered_models(tmp_path, capsys):
     assert main(["measure", str(tmp_path / "narrow"), "--no-latency", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_model_and_data_that_do_not_fit_give_a_model_error_not_torch_soup():
+    from netrazor.data import make_synthetic
+    from netrazor.errors import ModelError
+    from netrazor.measure import evaluate, measure_model
+    from netrazor.models import build_model
+
+    data = make_synthetic(shape=(3, 28, 28), num_classes=4)
+    one_channel = build_model("lenet5", num_classes=4, in_channels=1)
+    with pytest.raises(ModelError, match="cannot run on inputs of shape"):
+        measure_model(one_channel, data.input_shape, data=data, latency=False)
+    two_classes = build_model("lenet5", num_classes=2, in_channels=3)
+    with pytest.raises(ModelError, match="another number of classes"):
+        evaluate(two_classes, data.val, data.mean, data.std)

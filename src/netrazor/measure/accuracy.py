@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from netrazor.data.types import ImageSet
-from netrazor.errors import ConfigError, DataError
-from netrazor.measure._util import eval_mode, model_device
+from netrazor.errors import ConfigError, DataError, ModelError
+from netrazor.measure._util import eval_mode, model_device, shape_mismatch
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
@@ -45,7 +45,15 @@ def evaluate(
         for start in range(0, len(imageset), batch_size):
             x = normalize(imageset.images[start : start + batch_size].to(device), mean, std)
             y = imageset.labels[start : start + batch_size].to(device)
-            logits = model(x)
+            try:
+                logits = model(x)
+            except RuntimeError as exc:
+                raise shape_mismatch(exc, tuple(x.shape[1:])) from exc
+            if logits.dim() != 2 or logits.shape[1] <= int(y.max()):
+                raise ModelError(
+                    f"the model outputs {tuple(logits.shape[1:])} scores per image but the labels go up to "
+                    f"{int(y.max())}; it was built for another number of classes — check --data."
+                )
             total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(dim=1) == y).sum())
     n = len(imageset)

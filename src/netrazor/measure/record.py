@@ -8,6 +8,7 @@ from torch import nn
 
 from netrazor.data.types import DataBundle
 from netrazor.errors import ConfigError
+from netrazor.measure._util import check_accepts
 from netrazor.measure.accuracy import evaluate
 from netrazor.measure.counts import count_nonzero, count_params, model_bytes
 from netrazor.measure.latency import latency_ms
@@ -40,6 +41,7 @@ def measure_model(
         if data is None:
             raise ConfigError("measure_model needs input_shape (C, H, W) or a DataBundle to take it from.")
         input_shape = data.input_shape
+    check_accepts(model, input_shape)
     record: dict = {
         "params": count_params(model),
         "nonzero": count_nonzero(model),
