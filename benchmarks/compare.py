@@ -89,7 +89,7 @@ def run_task(name: str, seed: int, args) -> None:
     def record(method: str, model, seconds: float, **extra) -> dict:
         rec = make_record(method=method, **common, **dense_fields, **measured_fields(model, data),
                           compress_seconds=seconds, extra={"finetune_epochs": epochs, "quick": args.quick, **extra})
-        path = write_record(rec, args.results, name=f"{method}-seed{seed}{'-quick' if args.quick else ''}")
+        path = write_record(rec, args.results, name=_record_name(method, seed, args.quick))
         log.info("%s: test error %.4f, MACs %s, bytes %s -> %s", method, rec.get("test_error"), rec.get("macs"), rec.get("bytes"), path)
         return rec
 
@@ -136,7 +136,12 @@ def run_task(name: str, seed: int, args) -> None:
 def _artifact_bytes(rec: dict, info: dict, args, seed: int) -> None:
     """``bytes`` of a packed result is the .nrz file, not the float32 size of the unpacked model."""
     rec["bytes"] = info["encoded_bytes"]
-    write_record(rec, args.results, name=f"{rec['method']}-seed{seed}{'-quick' if args.quick else ''}")
+    write_record(rec, args.results, name=_record_name(rec["method"], seed, args.quick))
+
+
+def _record_name(method: str, seed: int, quick: bool) -> str:
+    """``compare-<method>-seed<N>``: this harness's configurations never overwrite a method's own benchmark."""
+    return f"compare-{method}-seed{seed}{'-quick' if quick else ''}"
 
 
 def main(argv=None) -> None:

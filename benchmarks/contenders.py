@@ -35,50 +35,63 @@ def _classifier(model: nn.Module) -> nn.Module:
     return last
 
 
+def _pruner(model: nn.Module, adapter: Adapter, importance: str, ratio: float, steps: int):
+    import torch_pruning as tp
+
+    imp = tp.importance.GroupMagnitudeImportance(p=2) if importance == "magnitude" else tp.importance.GroupTaylorImportance()
+    return tp.pruner.MetaPruner(
+        model, adapter.example_input(2), importance=imp, global_pruning=True, pruning_ratio=ratio,
+        iterative_steps=steps, ignored_layers=[_classifier(model)],
+    )
+
+
+def _step(model: nn.Module, pruner, adapter: Adapter, importance: str) -> None:
+    if importance == "taylor":  # first-order Taylor needs gradients of the loss
+        model.zero_grad()
+        x, y = _grad_batch(adapter)
+        nn.functional.cross_entropy(model(x), y).backward()
+    pruner.step()
+
+
+def ratio_for_macs(model: nn.Module, adapter: Adapter, importance: str, target_macs: int, iterations: int = 10) -> float:
+    """Bisect the global channel ratio whose one-shot pruning lands at ``target_macs`` (same importance)."""
+    lo, hi = 0.0, 0.95
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        trial = copy.deepcopy(model)
+        _step(trial, _pruner(trial, adapter, importance, mid, 1), adapter, importance)
+        if count_macs(trial, adapter.input_shape) > target_macs:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def torch_pruning_run(
     model: nn.Module,
     adapter: Adapter,
     *,
     importance: str = "magnitude",
     target_macs: int,
-    steps: int = 8,
     finetune_epochs: int = 4,
 ) -> tuple[nn.Module, dict]:
-    """Torch-Pruning MetaPruner, global channel pruning in ``steps`` until MACs <= ``target_macs``.
+    """Torch-Pruning MetaPruner, global channel pruning to ``target_macs`` in ``finetune_epochs`` steps.
 
-    The fine-tune budget (``finetune_epochs`` in total) is split evenly between steps, as in the
-    library's iterative examples; the same total budget is given to netrazor's methods.
+    The final ratio is found by bisection so the result lands at the target MACs (the issue compares
+    at equal MACs ±5 %); each pruning step is followed by one fine-tuning epoch, as in the library's
+    iterative examples — the same total budget netrazor's methods get.
     """
-    import torch_pruning as tp
-
     model = copy.deepcopy(model)
-    example = adapter.example_input(2)
-    imp = tp.importance.GroupMagnitudeImportance(p=2) if importance == "magnitude" else tp.importance.GroupTaylorImportance()
-    macs0 = count_macs(model, adapter.input_shape)
-    ratio_needed = max(0.0, 1.0 - (target_macs / macs0) ** 0.5)  # MACs scale ~ width² for convnets
-    pruner = tp.pruner.MetaPruner(
-        model, example, importance=imp, global_pruning=True, pruning_ratio=min(0.95, ratio_needed * 1.3 + 0.02),
-        iterative_steps=steps, ignored_layers=[_classifier(model)],
-    )
-    epochs_per_step = max(1, finetune_epochs // steps) if finetune_epochs else 0
-    trained_epochs = 0
+    ratio = ratio_for_macs(model, adapter, importance, target_macs)
+    steps = max(1, finetune_epochs)
+    pruner = _pruner(model, adapter, importance, ratio, steps)
     history = []
     for step in range(steps):
-        if importance == "taylor":
-            model.zero_grad()
-            x, y = _grad_batch(adapter)
-            nn.functional.cross_entropy(model(x), y).backward()
-        pruner.step()
-        macs = count_macs(model, adapter.input_shape)
-        history.append({"step": step, "macs": macs})
-        if epochs_per_step and trained_epochs < finetune_epochs:
-            adapter.train(model, epochs=epochs_per_step)
-            trained_epochs += epochs_per_step
-        if macs <= target_macs:
-            break
-    if trained_epochs < finetune_epochs:
-        adapter.train(model, epochs=finetune_epochs - trained_epochs)
-    return model, {"importance": importance, "steps": history, "finetune_epochs": finetune_epochs}
+        _step(model, pruner, adapter, importance)
+        history.append({"step": step, "macs": count_macs(model, adapter.input_shape)})
+        if finetune_epochs:
+            adapter.train(model, epochs=1)
+    return model, {"importance": importance, "ratio": ratio, "steps": history, "finetune_epochs": finetune_epochs}
 
 
 def _grad_batch(adapter: Adapter, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
