@@ -28,13 +28,10 @@ from torch import nn
 from netrazor.quant.model import QuantResult, _resolve_bits, quantizable_layers
 from netrazor.quant.quantizers import Quantized, quantize_tensor
 
-try:  # the Trainer's base class when it exists; every hook is also defined here
-    from netrazor.train import Callback as _CallbackBase
-except ImportError:  # netrazor.train is built concurrently
-    _CallbackBase = object
+from netrazor.train.callbacks import Callback
 
 
-class QuantizationAwareCallback(_CallbackBase):  # type: ignore[misc,valid-type]
+class QuantizationAwareCallback(Callback):
     """Straight-through quantisation-aware training (see module docstring)."""
 
     def __init__(self, bits: int | Mapping[str, int], method: str = "kmeans", per_channel: bool = False, kmeans_iters: int = 5):
@@ -92,15 +89,6 @@ class QuantizationAwareCallback(_CallbackBase):  # type: ignore[misc,valid-type]
     # -- Trainer hooks (CONTRACTS.md) ---------------------------------------------------------
     def on_train_start(self, trainer: Any) -> None:
         self.attach(trainer.model)
-
-    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
-        pass
-
-    def extra_loss(self, trainer: Any) -> None:
-        return None
-
-    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict) -> None:
-        pass
 
     def on_after_backward(self, trainer: Any) -> None:
         self._restore_shadow()
