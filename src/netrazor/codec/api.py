@@ -33,6 +33,8 @@ from netrazor.codec.container import MAX_RATIO, decode_file, encode_file, verify
 from netrazor.codec.tensors import SectionFacts
 from netrazor.errors import FormatError, ModelError
 from netrazor.io import atomic_write_bytes
+from netrazor.surgery import load_model as surgery_load
+from netrazor.surgery import save_model as surgery_save
 
 log = logging.getLogger(__name__)
 
@@ -128,37 +130,26 @@ def _architecture(model: nn.Module, spec: dict | None) -> tuple[dict | None, dic
     """
     if spec is not None:
         return spec, None
-    try:
-        from netrazor.surgery import save_model as surgery_save
-    except ImportError:
-        surgery_save = None
-    if surgery_save is not None:
-        import tempfile
+    import tempfile
 
-        from netrazor.errors import NetrazorError
-        from netrazor.io import read_json
+    from netrazor.errors import NetrazorError
+    from netrazor.io import read_json
 
-        with tempfile.TemporaryDirectory(prefix="nrz-arch-") as tmp:
-            try:
-                header = surgery_save(model, Path(tmp) / "m")
-            except NetrazorError as exc:
-                log.info("no architecture as data for %s (%s): packing its state dict only", type(model).__name__, exc)
-                return None, None
-            header = read_json(Path(tmp) / "m.json") if header is None else header
-        kind = header.get("kind")
-        if kind == "zoo" and not header.get("changed"):
-            return header["spec"], None
-        if kind in ("zoo", "graph"):
-            # tensor shapes are in the sections already; unpack restores the field for the loader
-            return None, {k: v for k, v in header.items() if k not in ("extra", "tensors")}
-        log.info("%s can only be saved through torch.export: packing its state dict only", type(model).__name__)
-        return None, None
-    try:
-        from netrazor.models import model_spec
-
-        return model_spec(model), None
-    except (ImportError, ModelError):
-        return None, None
+    with tempfile.TemporaryDirectory(prefix="nrz-arch-") as tmp:
+        try:
+            header = surgery_save(model, Path(tmp) / "m")
+        except NetrazorError as exc:
+            log.info("no architecture as data for %s (%s): packing its state dict only", type(model).__name__, exc)
+            return None, None
+        header = read_json(Path(tmp) / "m.json") if header is None else header
+    kind = header.get("kind")
+    if kind == "zoo" and not header.get("changed"):
+        return header["spec"], None
+    if kind in ("zoo", "graph"):
+        # tensor shapes are in the sections already; unpack restores the field for the loader
+        return None, {k: v for k, v in header.items() if k not in ("extra", "tensors")}
+    log.info("%s can only be saved through torch.export: packing its state dict only", type(model).__name__)
+    return None, None
 
 
 def pack(
@@ -300,7 +291,6 @@ def _build(header: dict, tensors: dict[str, torch.Tensor], path, device: str) ->
 
         from netrazor.errors import CheckpointError
         from netrazor.io import save_tensors, write_json
-        from netrazor.surgery import load_model as surgery_load
 
         with tempfile.TemporaryDirectory(prefix="nrz-arch-") as tmp:
             save_tensors(Path(tmp) / "m.safetensors", tensors)

@@ -84,8 +84,5 @@ class MagnitudePruning:
             "overall_density": sum(int(m.sum()) for m in masks.values()) / max(1, total),
             "compress_seconds": time.perf_counter() - started,
         }
-        try:
-            record["val_accuracy"] = float(adapter.evaluate(pruned, "val")["accuracy"]) if adapter is not None else None
-        except ImportError:
-            record["val_accuracy"] = None
+        record["val_accuracy"] = float(adapter.evaluate(pruned, "val")["accuracy"]) if adapter is not None else None
         return pruned, record

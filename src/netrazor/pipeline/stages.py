@@ -47,12 +47,9 @@ def stage_kinds() -> list[str]:
 
 
 def method_class(kind: str) -> type:
+    # imported on demand: loading every method package up front would slow every CLI command
     module_name, class_name = METHOD_STAGES[kind]
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, class_name)
-    except (ImportError, AttributeError) as exc:
-        raise RecipeError(f"stage `{kind}` is not available in this install ({exc}).") from exc
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def _check_params(kind: str, params: dict, allowed: list[str], source: str) -> None:

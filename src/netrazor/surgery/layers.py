@@ -2,7 +2,8 @@
 
 Only the layers listed here can appear in a saved architecture; their constructor arguments are
 read from the module's attributes. netrazor's own parameter-free helpers (``PadShortcut`` of the
-ResNet zoo) are included when the zoo is importable.
+ResNet zoo) are included; the gates method's layers are registered on first use (see
+``_load_method_layers``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Callable
 from torch import nn
 
 from netrazor.errors import CheckpointError
+from netrazor.models.resnet import PadShortcut
 
 
 def _t(v):
@@ -55,13 +57,9 @@ EXTRACT: dict[str, tuple[type, Callable[[nn.Module], dict]]] = {
     "Sequential": (nn.Sequential, lambda m: {}),
 }
 
-try:  # netrazor's own parameter-free block helpers
-    from netrazor.models.resnet import PadShortcut
-
-    EXTRACT["PadShortcut"] = (PadShortcut, lambda m: {"in_channels": m.in_channels,
-                                                      "out_channels": m.out_channels, "stride": m.stride})
-except ImportError:  # the zoo is optional for surgery
-    pass
+# netrazor's own parameter-free block helpers
+EXTRACT["PadShortcut"] = (PadShortcut, lambda m: {"in_channels": m.in_channels,
+                                                  "out_channels": m.out_channels, "stride": m.stride})
 
 _EXTRAS_LOADED = False
 
@@ -72,14 +70,12 @@ def _load_method_layers() -> None:
     global _EXTRAS_LOADED
     if _EXTRAS_LOADED:
         return
-    _EXTRAS_LOADED = True
-    try:
-        from netrazor.methods.gates.structures import InputSelectLinear, ZeroBranch
-    except ImportError:
-        return
+    from netrazor.methods.gates.structures import InputSelectLinear, ZeroBranch
+
     EXTRACT["ZeroBranch"] = (ZeroBranch, lambda m: {})
     EXTRACT["InputSelectLinear"] = (InputSelectLinear, lambda m: {
         "in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None})
+    _EXTRAS_LOADED = True
 
 
 class Unsupported(Exception):

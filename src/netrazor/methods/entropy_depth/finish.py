@@ -22,27 +22,9 @@ import torch
 from torch import nn
 
 from netrazor.errors import SurgeryError
+from netrazor.surgery import fold_constant_channels, fold_linear_sections
 
 log = logging.getLogger(__name__)
-
-
-def _surgery(name: str):
-    try:
-        import netrazor.surgery as s
-    except ImportError:  # pragma: no cover
-        return None
-    fn = getattr(s, name, None)
-    if fn is None:  # the package may not re-export yet; look in its modules
-        import importlib
-
-        for mod in ("constants", "folding", "fold", "linear", "sections", "channels", "activations"):
-            try:
-                fn = getattr(importlib.import_module(f"netrazor.surgery.{mod}"), name, None)
-            except ImportError:
-                continue
-            if fn is not None:
-                break
-    return fn
 
 
 @torch.no_grad()
@@ -86,15 +68,11 @@ def finish(
     model.eval()
     steps = []
     if remove_dead:
-        steps.append(("constant_channels", "fold_constant_channels"))
+        steps.append(("constant_channels", fold_constant_channels))
     if fold:
-        steps.append(("fold", "fold_linear_sections"))
-    for key, fn_name in steps:
-        fn = _surgery(fn_name)
-        if fn is None:
-            report[key] = f"skipped: netrazor.surgery.{fn_name} not available"
-            log.warning("surgery.%s is not available; step skipped", fn_name)
-            continue
+        steps.append(("fold", fold_linear_sections))
+    for key, fn in steps:
+        fn_name = fn.__name__
         before = copy.deepcopy(model)
         try:
             out, step_report = fn(model, list(batches))

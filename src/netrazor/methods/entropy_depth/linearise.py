@@ -20,6 +20,7 @@ from torch import nn
 
 from netrazor.methods.entropy_depth.entropy import LayerEntropy, SlopeActivation
 from netrazor.methods.entropy_depth.graph import WEIGHTED_TYPES
+from netrazor.surgery import replace_activation
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +28,8 @@ _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Swap ``model.<name>`` for ``new`` through surgery.replace_activation (or a plain setattr)."""
-    try:
-        from netrazor.surgery import replace_activation  # type: ignore[attr-defined]
-    except ImportError:
-        replace_activation = None
-    if replace_activation is not None:
-        replace_activation(model, name, new)
-        return
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)
+    """Swap ``model.<name>`` for ``new`` in place (``netrazor.surgery.replace_activation``)."""
+    replace_activation(model, name, new)
 
 
 def negative_slope(rectifier: nn.Module, channels: torch.Tensor) -> torch.Tensor:

@@ -7,26 +7,22 @@ from typing import Any
 
 from torch import nn
 
+from netrazor import measure as m
+
 log = logging.getLogger(__name__)
 
 
 def measure_cost(model: nn.Module, input_shape: tuple[int, ...], latency: bool = True, repeats: int = 30) -> dict[str, Any]:
     """``{params, nonzero, macs, latency_ms_b1, latency_ms_b64}`` (medians), via netrazor.measure.
 
-    Keys whose measurement is unavailable are left out (the record omits what does not apply).
+    The latency keys are left out when ``latency`` is False.
     """
-    out: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()), "nonzero": sum(int((p != 0).sum()) for p in model.parameters())}
-    try:
-        from netrazor import measure as m
-    except ImportError:  # pragma: no cover
-        return out
-    if hasattr(m, "count_params"):
-        out["params"] = int(m.count_params(model))
-    if hasattr(m, "count_nonzero"):
-        out["nonzero"] = int(m.count_nonzero(model))
-    if hasattr(m, "count_macs"):
-        out["macs"] = int(m.count_macs(model, tuple(input_shape)))
-    if latency and hasattr(m, "latency_ms"):
+    out: dict[str, Any] = {
+        "params": int(m.count_params(model)),
+        "nonzero": int(m.count_nonzero(model)),
+        "macs": int(m.count_macs(model, tuple(input_shape))),
+    }
+    if latency:
         was_training = model.training
         model.eval()
         try:
@@ -49,8 +45,6 @@ def paired_latency(models: dict[str, nn.Module], input_shape: tuple[int, ...], r
     import statistics
 
     import torch
-
-    from netrazor import measure as m
 
     ready = {}
     for key, model in models.items():
