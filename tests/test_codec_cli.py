@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+
 import json
 
 import pytest
 import torch
 
-models = pytest.importorskip("netrazor.models")
+models = importlib.import_module("netrazor.models")
 from netrazor.cli import main  # noqa: E402
 
 
@@ -82,7 +84,7 @@ def test_pack_with_tolerance_searches_bits_on_validation_data(tmp_path, capsys, 
 
 
 def test_unpack_of_a_surgery_model_writes_a_loadable_checkpoint(tmp_path, capsys):
-    surgery = pytest.importorskip("netrazor.surgery")
+    surgery = importlib.import_module("netrazor.surgery")
     from netrazor.codec import pack
 
     model = models.build_model("lenet5")

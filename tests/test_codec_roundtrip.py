@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import json
 import tracemalloc
 import zlib
@@ -75,7 +77,7 @@ def test_state_dict_roundtrip_is_bitwise_for_every_dtype(tmp_path):
 @pytest.mark.parametrize("name", ["lenet300", "lenet5"])
 @pytest.mark.parametrize("method,per_channel,bits", [("kmeans", False, 4), ("uniform", True, 3), ("kmeans", False, 1)])
 def test_zoo_models_unpack_to_identical_outputs(tmp_path, name, method, per_channel, bits):
-    models = pytest.importorskip("netrazor.models")
+    models = importlib.import_module("netrazor.models")
     torch.manual_seed(1)
     model = _prune(models.build_model(name), 0.08, seed=2)
     q = quantize_model(model, bits, method=method, per_channel=per_channel)
@@ -98,7 +100,7 @@ def test_zoo_models_unpack_to_identical_outputs(tmp_path, name, method, per_chan
 
 
 def test_pack_with_bits_quantises_a_copy_and_records_it(tmp_path):
-    models = pytest.importorskip("netrazor.models")
+    models = importlib.import_module("netrazor.models")
     model = _prune(models.build_model("lenet300"), 0.1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = pack(model, tmp_path / "m.nrz", bits={"fc1": 2, "fc2": 5})
@@ -191,7 +193,7 @@ def test_verify_reports_and_detects_damage(tmp_path):
 
 
 def test_spec_is_plain_json_in_the_file(tmp_path):
-    models = pytest.importorskip("netrazor.models")
+    models = importlib.import_module("netrazor.models")
     model = models.build_model("lenet300")
     pack(model, tmp_path / "j.nrz", bits=8)
     data = (tmp_path / "j.nrz").read_bytes()
@@ -203,8 +205,8 @@ def test_spec_is_plain_json_in_the_file(tmp_path):
 
 
 def test_models_changed_by_surgery_round_trip_through_their_architecture(tmp_path):
-    surgery = pytest.importorskip("netrazor.surgery")
-    models = pytest.importorskip("netrazor.models")
+    surgery = importlib.import_module("netrazor.surgery")
+    models = importlib.import_module("netrazor.models")
     torch.manual_seed(0)
     model = models.build_model("lenet5")
     x = torch.randn(4, 1, 28, 28)
@@ -220,7 +222,7 @@ def test_models_changed_by_surgery_round_trip_through_their_architecture(tmp_pat
 
 def test_hostile_architecture_spec_is_refused_without_building_it(tmp_path):
     """A zoo spec asking for a huge width must not allocate: it is built on the meta device first."""
-    models = pytest.importorskip("netrazor.models")
+    models = importlib.import_module("netrazor.models")
     from netrazor.codec import encode_file
 
     model = models.build_model("lenet300")
@@ -239,8 +241,8 @@ def test_hostile_architecture_spec_is_refused_without_building_it(tmp_path):
 
 
 def test_dense_stage_of_a_shrunk_zoo_model_is_the_unpruned_architecture(tmp_path):
-    surgery = pytest.importorskip("netrazor.surgery")
-    models = pytest.importorskip("netrazor.models")
+    surgery = importlib.import_module("netrazor.surgery")
+    models = importlib.import_module("netrazor.models")
     model = models.build_model("lenet300")
     small = surgery.remove_channels(model, {"fc1": list(range(200))}, torch.randn(2, 1, 28, 28))
     report = pack(small, tmp_path / "s.nrz")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -140,7 +142,7 @@ def test_qat_callback_straight_through_updates_float_shadow_and_keeps_zeros():
 
 
 def test_qat_callback_with_the_real_trainer_and_resume_state():
-    train = pytest.importorskip("netrazor.train")
+    train = importlib.import_module("netrazor.train")
     from netrazor.data import make_synthetic
 
     data = make_synthetic(n_train=256, n_val=64, n_test=64, num_classes=4, shape=(1, 8, 8), seed=0)

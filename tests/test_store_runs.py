@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import json
 import sqlite3
 
@@ -92,7 +94,7 @@ def test_save_model_zoo_and_reindex(tmp_path):
 
 
 def test_save_model_of_a_non_zoo_module(tmp_path):
-    pytest.importorskip("netrazor.surgery")
+    importlib.import_module("netrazor.surgery")
     run = RunStore(tmp_path).create("train", {"model": "custom", "data": "synthetic"})
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     run.save_model(model, example_input=torch.zeros(1, 1, 4, 4))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import copy
 import json
 import subprocess
@@ -127,7 +129,7 @@ def test_unlisted_layers_fall_back_to_torch_export_behind_a_trust_flag(tmp_path)
 
 
 def test_plain_zoo_checkpoints_load_too(tmp_path):
-    models = pytest.importorskip("netrazor.models")
+    models = importlib.import_module("netrazor.models")
     model = models.build_model("lenet300").eval()
     models.save_model(model, tmp_path / "z")
     loaded = load_model(tmp_path / "z")
@@ -137,8 +139,8 @@ def test_plain_zoo_checkpoints_load_too(tmp_path):
 
 
 def test_zoo_model_with_a_branch_swapped_for_a_zero_branch_saves_as_zoo(tmp_path):
-    models = pytest.importorskip("netrazor.models")
-    structures = pytest.importorskip("netrazor.methods.gates.structures")
+    models = importlib.import_module("netrazor.models")
+    structures = importlib.import_module("netrazor.methods.gates.structures")
     model = models.build_model("resnet20").eval()
     model.layer2[1].branch = structures.ZeroBranch()  # what the gates method does to a removed layer
     header = save_model(model, tmp_path / "zb")
