@@ -11,6 +11,7 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import time
@@ -111,17 +112,10 @@ def compress(
         from netrazor.data import load_data
 
         data = load_data(recipe.data.name, root=recipe.data.root, val_size=recipe.data.val_size, seed=recipe.data.seed)
-    model_name = recipe.model.name or "custom"
-    config = default_config(model_name, recipe.data.name)
-    if recipe.train:
-        import dataclasses
-
-        config = dataclasses.replace(config, **recipe.train)
-    config = _with_seed(config, recipe.seed)
+    config = default_config(recipe.model.name or "custom", recipe.data.name)
+    config = dataclasses.replace(config, **{**recipe.train, "seed": recipe.seed})  # the recipe seed wins
     adapter = Adapter(data=data, train_config=config, progress=progress, run_dir=run_dir)
 
-    torch.manual_seed(recipe.seed)
-    model = build_recipe_model(recipe, data)
     artifacts: dict[str, Any] = {}
     completed: list[dict] = state["completed"]
     if completed:
@@ -129,6 +123,9 @@ def compress(
         model = load_model(run_dir / last["model"])
         artifacts = dict(last.get("artifacts", {}))
         log.info("resuming %s after stage %d (%s)", run_dir, last["index"], last["kind"])
+    else:
+        torch.manual_seed(recipe.seed)
+        model = build_recipe_model(recipe, data)
 
     before = measure_stage(model, adapter, latency) if not completed else completed[-1]["after"]
     dense = completed[0]["before"] if completed else before
@@ -145,7 +142,7 @@ def compress(
         seconds = time.perf_counter() - started
         after = measure_stage(model, adapter, latency, (artifacts.get("quantisation") or {}).get("bits"))
         if "artifact_bytes" in stage_record:  # a stage that wrote an artifact: its bytes are the file's
-            after["bytes"] = stage_record["artifact_bytes"]
+            after["bytes"] = artifacts["bytes"] = stage_record["artifact_bytes"]
         model_path = stage_dir / "model"
         save_model(model, model_path)
         entry = {
@@ -179,12 +176,6 @@ def compress(
     }
     write_json(run_dir / "summary.json", summary)
     return CompressResult(run_dir=run_dir, model=model, stages=completed, summary=summary, artifacts=artifacts)
-
-
-def _with_seed(config, seed: int):
-    import dataclasses
-
-    return dataclasses.replace(config, seed=seed)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -143,6 +143,5 @@ def _pack(model: nn.Module, params: dict, ctx: StageContext) -> tuple[nn.Module,
     report = codec.pack(model, path, quantisation=ctx.artifacts.get("quantisation"))
     unpacked = codec.unpack(path)
     ctx.artifacts["artifact"] = str(path)
-    ctx.artifacts["bytes"] = path.stat().st_size
     # ``artifact_bytes`` makes the runner report the file's size as this stage's bytes.
     return unpacked, {"artifact": str(path), "artifact_bytes": path.stat().st_size, "pack_report": report.to_dict()}
