@@ -68,3 +68,10 @@ def test_run_dir_of_another_recipe_is_refused(tmp_path, data):
     compress(parse_recipe(RECIPE.replace("bits: 4", "bits: 3")), tmp_path / "run", data=data, latency=False)
     with pytest.raises(RecipeError, match="different recipe"):
         compress(recipe, tmp_path / "run", data=data, latency=False)
+
+
+def test_editing_only_description_or_expectations_still_resumes(tmp_path, data):
+    compress(parse_recipe(RECIPE), tmp_path / "run", data=data, latency=False)
+    edited = RECIPE.replace('expected: {test_error: "< 0.3"}', 'description: now documented\nexpected: {measured: "x"}')
+    resumed = compress(parse_recipe(edited), tmp_path / "run", data=data, latency=False)
+    assert len(resumed.stages) == 3

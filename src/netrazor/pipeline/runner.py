@@ -100,7 +100,7 @@ def compress(
     state_path = run_dir / STATE_FILE
     if state_path.exists():
         state = read_json(state_path)
-        if state.get("recipe") != recipe_json:
+        if _what_runs(state.get("recipe") or {}) != _what_runs(recipe_json):
             raise RecipeError(
                 f"{run_dir} holds a run of a different recipe; pass another --run-dir or delete that folder to start over."
             )
@@ -176,6 +176,11 @@ def compress(
     }
     write_json(run_dir / "summary.json", summary)
     return CompressResult(run_dir=run_dir, model=model, stages=completed, summary=summary, artifacts=artifacts)
+
+
+def _what_runs(recipe_json: dict) -> dict:
+    """The parts of a recipe that change results (its description and expectations do not)."""
+    return {k: v for k, v in recipe_json.items() if k not in ("description", "expected")}
 
 
 def _jsonable(obj: Any) -> Any:
