@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)" numpy
-	$(BIN)/pip install -q -e ".[test,onnx,bench]"
+	$(BIN)/pip install -q -e ".[test,onnx,bench,tracking]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -88,18 +88,27 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs"), "--out", help="Run store folder."),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data folder (default $NETRAZOR_DATA)."),
         device: str = typer.Option("cpu", help="cpu or cuda."),
+        tensorboard: Optional[Path] = typer.Option(None, "--tensorboard",
+                                                   help="Also log epoch metrics to TensorBoard in this folder "
+                                                        "(needs `pip install tensorboard`)."),
+        mlflow: Optional[str] = typer.Option(None, "--mlflow",
+                                             help="Also log epoch metrics to MLflow at this tracking URI, e.g. "
+                                                  "sqlite:///mlflow.db (needs `pip install mlflow`)."),
     ) -> None:
         """Train a zoo model with its documented default recipe (docs/training.md) into the run store."""
         from netrazor.cli import console
         from netrazor.train.job import TrainInterrupted, train_job
+        from netrazor.train.tracking import tracking_callbacks
 
         overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
                          schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                          augment=augment, channels_last=channels_last, seed=seed, grad_clip=grad_clip)
+        # built before training so a missing package fails at once (ConfigError with the pip hint)
+        loggers = tracking_callbacks(tensorboard=tensorboard, mlflow=mlflow)
         try:
             with TrainProgress(console) as bar:
                 result = train_job(model, data, overrides=overrides, out=out, resume=resume, data_root=data_root,
-                                   width_mult=width_mult, device=device, progress=bar)
+                                   width_mult=width_mult, device=device, progress=bar, loggers=loggers)
         except TrainInterrupted as exc:
             if (Path(exc.run_dir) / "checkpoint.json").exists():
                 kept = f"the last epoch checkpoint in {exc.run_dir} is kept"

@@ -8,12 +8,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from netrazor.errors import ConfigError, TrainingError
-from netrazor.train.callbacks import Callback
+from netrazor.train.callbacks import Callback, CallbackList
 from netrazor.train.config import TrainConfig
 from netrazor.train.distributed import broadcast_text, init_distributed
 from netrazor.train.recipes import default_config
@@ -23,18 +23,34 @@ log = logging.getLogger(__name__)
 
 
 class RunLogger(Callback):
-    """Mirrors the Trainer's history into the run's metrics.jsonl (rank 0 only)."""
+    """Mirrors the Trainer's history into the run's metrics.jsonl (rank 0 only), and forwards the
+    start/epoch-end/end hooks to optional ``loggers`` (e.g. netrazor.train.tracking's TensorBoard /
+    MLflow callbacks). Why forwarded rather than passed to the Trainer: the checkpoint records the
+    Trainer's callback classes, so a run could not be resumed with a different set of loggers."""
 
-    def __init__(self, run: Any):
+    def __init__(self, run: Any, loggers: Sequence[Any] = ()):
         self.run = run
+        self.loggers = CallbackList(loggers)
 
     def on_train_start(self, trainer: Trainer) -> None:
         if trainer.dist.is_main:
             self.run.write_metrics(trainer.history)  # after a resume: exactly the restored epochs
+        self.loggers.call("on_train_start", trainer)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
         if trainer.dist.is_main:
             self.run.log_epoch(metrics)
+        self.loggers.call("on_epoch_end", trainer, epoch, metrics)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self.loggers.call("on_train_end", trainer)
+
+    def close_loggers(self, trainer: Trainer) -> None:
+        """Close the loggers after an interrupted/failed fit (the Trainer skips on_train_end then)."""
+        for logger in self.loggers:
+            close = getattr(logger, "close", None)
+            if close is not None:
+                close()
 
 
 class TrainInterrupted(KeyboardInterrupt):
@@ -73,11 +89,14 @@ def train_job(
     width_mult: float = 1.0,
     device: str = "cpu",
     progress: Callable[[dict], None] | None = None,
+    loggers: Sequence[Any] = (),
 ) -> TrainJobResult:
     """Train zoo ``model`` on ``data`` with ``default_config`` plus ``overrides`` into a new run
     under ``out``, or continue run ``resume`` (an id under ``out`` or a run folder) with the
     settings stored in its config.json. Ctrl-C marks the run "interrupted" (checkpoint kept) and
-    re-raises; a NaN loss marks it "failed" and re-raises the TrainingError."""
+    re-raises; a NaN loss marks it "failed" and re-raises the TrainingError. ``loggers`` are
+    metric sinks with on_train_start/on_epoch_end/on_train_end hooks (see
+    netrazor.train.tracking.tracking_callbacks); they may differ between a run and its resume."""
     from netrazor.data import load_data
     from netrazor.measure import count_params, evaluate
     from netrazor.models import build_model
@@ -120,15 +139,18 @@ def train_job(
         if dist_info.is_main:
             run.set_status("running")
 
-    trainer = Trainer(net, bundle, config, callbacks=[RunLogger(run)], run_dir=run_dir, progress=progress, device=device)
+    run_logger = RunLogger(run, loggers)
+    trainer = Trainer(net, bundle, config, callbacks=[run_logger], run_dir=run_dir, progress=progress, device=device)
     started = time.perf_counter()
     try:
         history = trainer.fit(resume=resume is not None)
     except KeyboardInterrupt as exc:
+        run_logger.close_loggers(trainer)
         if dist_info.is_main:
             run.set_status("interrupted")
         raise TrainInterrupted(run_dir) from exc
     except TrainingError:
+        run_logger.close_loggers(trainer)
         if dist_info.is_main:
             run.set_status("failed")
         raise
