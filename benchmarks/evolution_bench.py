@@ -30,14 +30,13 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 
+from benchmarks.common import dense_model as shared_dense_model, subset
 from netrazor.data import load_data
 from netrazor.measure import count_nonzero, count_params, evaluate
 from netrazor.methods.base import Adapter
 from netrazor.methods.baselines import global_magnitude_prune
 from netrazor.methods.evolution import EvolutionMethod, measure_throughput, plot_divergence_vs_density
-from netrazor.models import build_model, load_model, save_model
 from netrazor.pipeline.records import make_record, write_record
 from netrazor.train import default_config
 
@@ -74,30 +73,15 @@ def prepare(args):
     config = default_config(args.model, args.data)
     epochs = args.dense_epochs or (3 if args.quick else config.epochs)
     if args.quick:
-        g = torch.Generator().manual_seed(args.seed)
-        data = dataclasses.replace(
-            data,
-            train=data.train.subset(torch.randperm(len(data.train), generator=g)[:10000]),
-            val=data.val.subset(torch.arange(min(2000, len(data.val)))),
-        )
+        data = subset(data, 10000, 2000, args.seed)
     config = dataclasses.replace(config, epochs=epochs, seed=args.seed)
     return data, config
 
 
 def dense_model(args, data, config):
     tag = f"evolution-{args.model}-{args.data}-e{config.epochs}-seed{args.seed}{'-quick' if args.quick else ''}"
-    path = Path(args.cache) / tag
-    adapter = Adapter(data=data, train_config=config)
-    if Path(str(path) + ".safetensors").exists():
-        log.info("loading dense model %s", path)
-        return load_model(path).eval(), adapter, None
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
-    t0 = time.perf_counter()
-    adapter.train(model)
-    seconds = time.perf_counter() - t0
-    save_model(model, path)
-    return model.eval(), adapter, seconds
+    model, seconds = shared_dense_model(args.model, data, config, tag=tag, cache=Path(args.cache))
+    return model, Adapter(data=data, train_config=config), seconds
 
 
 def errors(model, data) -> dict:
