@@ -30,7 +30,6 @@ import logging
 import time
 from pathlib import Path
 
-
 from benchmarks.common import dense_model as shared_dense_model, subset
 from netrazor.data import load_data
 from netrazor.measure import count_nonzero, count_params, evaluate
