@@ -75,3 +75,58 @@ def test_editing_only_description_or_expectations_still_resumes(tmp_path, data):
     edited = RECIPE.replace('expected: {test_error: "< 0.3"}', 'description: now documented\nexpected: {measured: "x"}')
     resumed = compress(parse_recipe(edited), tmp_path / "run", data=data, latency=False)
     assert len(resumed.stages) == 3
+
+
+def test_compress_logs_every_stage_to_tensorboard_and_mlflow(tmp_path, data, monkeypatch):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from netrazor.train.tracking import tracking_callbacks
+
+    monkeypatch.chdir(tmp_path)  # mlflow's default artifact folder lands in the working directory
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    loggers = tracking_callbacks(tensorboard=tmp_path / "tb", mlflow=uri, run_name="tiny")
+    epochs_seen = []  # what the progress bar got: the tracker must pass every event on unchanged
+    result = compress(parse_recipe(RECIPE), tmp_path / "run", data=data, latency=False, loggers=loggers,
+                      progress=lambda e: epochs_seen.append(e) if e.get("event") == "epoch_end" else None)
+    params_after = [result.stages[0]["before"]["params"]] + [s["after"]["params"] for s in result.stages]
+    bytes_after = [result.stages[0]["before"]["bytes"]] + [s["after"]["bytes"] for s in result.stages]
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("stage/params")] == [0, 1, 2, 3]
+    assert [e.value for e in acc.Scalars("stage/params")] == pytest.approx(params_after)
+    assert [e.value for e in acc.Scalars("stage/bytes")] == pytest.approx(bytes_after)
+    # the train stage's 4 epochs, on the pipeline-wide epoch axis
+    assert [e.step for e in acc.Scalars("stage-0-train/val_acc")] == [0, 1, 2, 3]
+    assert acc.Scalars("final/test_error")[0].value == pytest.approx(result.summary["test_error"], rel=1e-6)
+
+    client = MlflowClient(uri)
+    run = client.get_run(loggers[1].run_id)
+    assert run.info.status == "FINISHED" and run.data.params["stages"] == "train+quantise+pack"
+    points = sorted(client.get_metric_history(run.info.run_id, "stage/bytes"), key=lambda m: m.step)
+    assert [m.value for m in points] == pytest.approx(bytes_after)
+    epochs = sorted(client.get_metric_history(run.info.run_id, "stage-0-train/val_loss"), key=lambda m: m.step)
+    assert len(epochs_seen) == 4
+    assert [m.value for m in epochs] == pytest.approx([e["val_loss"] for e in epochs_seen], rel=1e-12)
+
+
+def test_failed_compress_ends_the_tracked_run_as_failed(tmp_path, data, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from netrazor.train.tracking import MLflowLogger
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def broken(kind, params, model, ctx):
+        raise RuntimeError("stage broke")
+
+    monkeypatch.setattr(runner, "run_stage", broken)
+    logger = MLflowLogger(uri, run_name="broken")
+    with pytest.raises(RuntimeError):
+        compress(parse_recipe(RECIPE), tmp_path / "run", data=data, latency=False, loggers=[logger])
+    assert MlflowClient(uri).get_run(logger.run_id).info.status == "FAILED"

@@ -38,14 +38,18 @@ def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
 
-def run_compress(recipe_name: str, run_dir: Optional[Path], latency: bool) -> Path:
+def run_compress(recipe_name: str, run_dir: Optional[Path], latency: bool,
+                 tensorboard: Optional[Path] = None, mlflow: Optional[str] = None) -> Path:
     from netrazor.commands.progress import progress_renderer
     from netrazor.pipeline import compress, load_recipe, write_report
+    from netrazor.train.tracking import tracking_callbacks
 
     recipe = load_recipe(recipe_name)
+    # built before any work so a missing package fails at once (ConfigError with the pip hint)
+    loggers = tracking_callbacks(tensorboard=tensorboard, mlflow=mlflow, run_name=recipe.name)
     console.print(f"[bold]recipe[/] {recipe.name}: {recipe.description}")
     with progress_renderer(console) as progress:
-        result = compress(recipe, run_dir, progress=progress, latency=latency,
+        result = compress(recipe, run_dir, progress=progress, latency=latency, loggers=loggers,
                           on_stage=lambda e: console.print(f"  stage {e['index']} {e['kind']} done in {e['seconds']:.1f} s"))
     console.print(_stage_table(result.stages))
     s = result.summary
@@ -64,13 +68,21 @@ def register(app: typer.Typer) -> None:
         recipe: str = typer.Argument(..., help="A recipe YAML path, or the name of a shipped recipe (see `netrazor recipes`)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where the run lives; re-running resumes it. Default runs/compress-<recipe>-seed<seed>."),
         latency: bool = typer.Option(True, "--latency/--no-latency", help="Measure CPU latency after each stage."),
+        tensorboard: Optional[Path] = typer.Option(None, "--tensorboard",
+                                                   help="Also log every stage's epochs and measured numbers to "
+                                                        "TensorBoard in this folder (needs `pip install tensorboard`)."),
+        mlflow: Optional[str] = typer.Option(None, "--mlflow",
+                                             help="Also log them to MLflow at this tracking URI, e.g. "
+                                                  "sqlite:///mlflow.db (needs `pip install mlflow`)."),
     ) -> None:
         """Run a recipe end to end and hand back the smaller model, the .nrz artifact and a report.
 
         An interrupted run resumes from its last completed stage (and the last checkpoint inside it)
-        when you run the same command again.
+        when you run the same command again. With --tensorboard/--mlflow, epochs are logged as
+        `stage-<i>-<kind>/<metric>` on one pipeline-wide step axis and each stage's params, MACs,
+        bytes, val error and latency as `stage/<metric>` (step = stage number).
         """
-        run_compress(recipe, run_dir, latency)
+        run_compress(recipe, run_dir, latency, tensorboard, mlflow)
 
     @app.command()
     def report(run: Path = typer.Argument(..., help="A run folder written by `netrazor compress`.")) -> None:

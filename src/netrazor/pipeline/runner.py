@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ from netrazor.methods.base import Adapter
 from netrazor.pipeline.layers import layer_profile
 from netrazor.pipeline.recipe import Recipe
 from netrazor.pipeline.stages import StageContext, run_stage
+from netrazor.pipeline.tracking import PipelineTracker
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,14 @@ def compress(
     progress: Callable[..., None] | None = None,
     latency: bool = True,
     on_stage: Callable[[dict], None] | None = None,
+    loggers: Sequence[Any] = (),
 ) -> CompressResult:
-    """Run ``recipe``; resumes from ``run_dir`` when it holds a partial run of the same recipe."""
+    """Run ``recipe``; resumes from ``run_dir`` when it holds a partial run of the same recipe.
+
+    ``loggers``: metric sinks (``netrazor.train.tracking.tracking_callbacks(tensorboard=..., mlflow=...)``)
+    that receive every epoch of every stage and each stage's measured numbers (see
+    ``netrazor.pipeline.tracking``); they do not change what is computed or the resume.
+    """
     from netrazor.surgery import load_model, save_model
     from netrazor.train import default_config
 
@@ -114,6 +121,8 @@ def compress(
         data = load_data(recipe.data.name, root=recipe.data.root, val_size=recipe.data.val_size, seed=recipe.data.seed)
     config = default_config(recipe.model.name or "custom", recipe.data.name)
     config = dataclasses.replace(config, **{**recipe.train, "seed": recipe.seed})  # the recipe seed wins
+    tracker = PipelineTracker(loggers)
+    progress = tracker.wrap_progress(progress)
     adapter = Adapter(data=data, train_config=config, progress=progress, run_dir=run_dir)
 
     artifacts: dict[str, Any] = {}
@@ -129,41 +138,51 @@ def compress(
 
     before = measure_stage(model, adapter, latency) if not completed else completed[-1]["after"]
     dense = completed[0]["before"] if completed else before
-    for index, stage in enumerate(recipe.stages):
-        if index < len(completed):
-            continue
-        stage_dir = run_dir / f"stage-{index}-{stage.kind}"
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(recipe.seed * 1000 + index)
-        ctx = StageContext(adapter=adapter, stage_dir=stage_dir, seed=recipe.seed, artifacts=artifacts, progress=progress)
-        log.info("stage %d: %s", index, stage.kind)
-        started = time.perf_counter()
-        model, stage_record = run_stage(stage.kind, stage.params, model, ctx)
-        seconds = time.perf_counter() - started
-        after = measure_stage(model, adapter, latency, (artifacts.get("quantisation") or {}).get("bits"))
-        if "artifact_bytes" in stage_record:  # a stage that wrote an artifact: its bytes are the file's
-            after["bytes"] = artifacts["bytes"] = stage_record["artifact_bytes"]
-        model_path = stage_dir / "model"
-        save_model(model, model_path)
-        entry = {
-            "index": index,
-            "kind": stage.kind,
-            "params": stage.params,
-            "seconds": seconds,
-            "before": before,
-            "after": after,
-            "record": _jsonable(stage_record),
-            "model": str(model_path.relative_to(run_dir)),
-            "artifacts": _jsonable(artifacts),
-        }
-        write_json(stage_dir / "record.json", entry)
-        completed.append(entry)
-        write_json(state_path, state)
-        if on_stage:
-            on_stage(entry)
-        before = after
-
-    final_test = adapter.evaluate(model, "test")
+    tracker.open({"recipe": recipe.name, "seed": recipe.seed, "stages": "+".join(st.kind for st in recipe.stages),
+                  "resumed_after_stage": len(completed) - 1 if completed else "none"})
+    tracker.log_stage(len(completed), before)
+    try:
+        for index, stage in enumerate(recipe.stages):
+            if index < len(completed):
+                continue
+            stage_dir = run_dir / f"stage-{index}-{stage.kind}"
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            torch.manual_seed(recipe.seed * 1000 + index)
+            tracker.set_stage(index, stage.kind)
+            ctx = StageContext(adapter=adapter, stage_dir=stage_dir, seed=recipe.seed, artifacts=artifacts, progress=progress)
+            log.info("stage %d: %s", index, stage.kind)
+            started = time.perf_counter()
+            model, stage_record = run_stage(stage.kind, stage.params, model, ctx)
+            seconds = time.perf_counter() - started
+            after = measure_stage(model, adapter, latency, (artifacts.get("quantisation") or {}).get("bits"))
+            if "artifact_bytes" in stage_record:  # a stage that wrote an artifact: its bytes are the file's
+                after["bytes"] = artifacts["bytes"] = stage_record["artifact_bytes"]
+            model_path = stage_dir / "model"
+            save_model(model, model_path)
+            entry = {
+                "index": index,
+                "kind": stage.kind,
+                "params": stage.params,
+                "seconds": seconds,
+                "before": before,
+                "after": after,
+                "record": _jsonable(stage_record),
+                "model": str(model_path.relative_to(run_dir)),
+                "artifacts": _jsonable(artifacts),
+            }
+            write_json(stage_dir / "record.json", entry)
+            completed.append(entry)
+            write_json(state_path, state)
+            if on_stage:
+                on_stage(entry)
+            tracker.log_stage(index + 1, after)
+            before = after
+        final_test = adapter.evaluate(model, "test")
+        tracker.log_final(len(recipe.stages), final_test["error"])
+    except BaseException as exc:  # an interrupted run (resumable) or a failed one: end the tracked run honestly
+        tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.close("FINISHED")
     summary = {
         "recipe": recipe.name,
         "seed": recipe.seed,
@@ -176,6 +195,8 @@ def compress(
     }
     write_json(run_dir / "summary.json", summary)
     return CompressResult(run_dir=run_dir, model=model, stages=completed, summary=summary, artifacts=artifacts)
+
+
 
 
 def _what_runs(recipe_json: dict) -> dict:

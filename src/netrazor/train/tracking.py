@@ -6,6 +6,10 @@ Both loggers write every numeric entry of the history row (train_loss, train_acc
 val_acc, lr, seconds, images_per_s, and whatever else a method adds) with the 0-based epoch as
 the step, so the curves line up with ``metrics.jsonl``. Under torchrun only rank 0 writes
 (``trainer.dist.is_main``); the other ranks hold no writer at all.
+
+Each logger is also a plain metrics sink — ``open(params)``, ``log(metrics, step)``,
+``close(status)`` — which is how ``netrazor compress`` logs a whole multi-stage run into one
+tracked run (``netrazor.pipeline.tracking``) without being a Trainer callback.
 """
 
 from __future__ import annotations
@@ -68,24 +72,34 @@ class TensorBoardLogger(Callback):
         self.log_dir = Path(log_dir)
         self.writer = None
 
-    def on_train_start(self, trainer: "Trainer") -> None:
-        if _is_main(trainer) and self.writer is None:
+    # -- sink API
+    def open(self, params: dict | None = None) -> None:
+        """Open the writer (``params`` are not logged: TensorBoard scalars only)."""
+        if self.writer is None:
             self.writer = self._writer_cls(log_dir=str(self.log_dir))
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict) -> None:
+    def log(self, metrics: dict, step: int) -> None:
         if self.writer is None:
             return
         for key, value in numeric_metrics(metrics).items():
-            self.writer.add_scalar(key, value, global_step=epoch)
+            self.writer.add_scalar(key, value, global_step=step)
         self.writer.flush()  # so a live `tensorboard --logdir` sees each epoch as it ends
 
-    def on_train_end(self, trainer: "Trainer") -> None:
-        self.close()
-
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    # -- Trainer hooks
+    def on_train_start(self, trainer: "Trainer") -> None:
+        if _is_main(trainer):
+            self.open()
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict) -> None:
+        self.log(metrics, epoch)
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        self.close()
 
 
 class MLflowLogger(Callback):
@@ -102,8 +116,10 @@ class MLflowLogger(Callback):
         self.client = None
         self.run_id: str | None = None
 
-    def on_train_start(self, trainer: "Trainer") -> None:
-        if not _is_main(trainer) or self.run_id is not None:
+    # -- sink API
+    def open(self, params: dict | None = None) -> None:
+        """Create the MLflow run (once) and log ``params`` as its parameters."""
+        if self.run_id is not None:
             return
         # The client API (not the fluent mlflow.start_run) keeps no global "active run", so this
         # logger cannot collide with a user's own mlflow session in the same process.
@@ -112,29 +128,34 @@ class MLflowLogger(Callback):
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(self.experiment)
         run = self.client.create_run(exp_id, run_name=self.run_name)
         self.run_id = run.info.run_id
-        config = getattr(trainer, "config", None)
-        if config is not None and hasattr(config, "to_dict"):
-            for key, value in config.to_dict().items():
-                self.client.log_param(self.run_id, key, str(value))
+        for key, value in (params or {}).items():
+            self.client.log_param(self.run_id, key, str(value))
         log.info("mlflow run %s in experiment %r at %s", self.run_id, self.experiment, self.tracking_uri)
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict) -> None:
+    def log(self, metrics: dict, step: int) -> None:
         if self.client is None or self.run_id is None:
             return
         for key, value in numeric_metrics(metrics).items():
-            self.client.log_metric(self.run_id, key, value, step=epoch)
+            self.client.log_metric(self.run_id, key, value, step=step)
 
-    def on_train_end(self, trainer: "Trainer") -> None:
-        self._end("FINISHED")
-
-    def close(self) -> None:
-        """End the run as KILLED (used when fit raised, since on_train_end does not run then)."""
-        self._end("KILLED")
-
-    def _end(self, status: str) -> None:
+    def close(self, status: str = "KILLED") -> None:
+        """End the run; KILLED by default (used when fit raised, since on_train_end does not run then)."""
         if self.client is not None and self.run_id is not None:
             self.client.set_terminated(self.run_id, status=status)
         self.client = None
+
+    # -- Trainer hooks
+    def on_train_start(self, trainer: "Trainer") -> None:
+        if not _is_main(trainer) or self.run_id is not None:
+            return
+        config = getattr(trainer, "config", None)
+        self.open(config.to_dict() if config is not None and hasattr(config, "to_dict") else None)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict) -> None:
+        self.log(metrics, epoch)
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        self.close("FINISHED")
 
 
 def tracking_callbacks(tensorboard: str | Path | None = None, mlflow: str | None = None,
