@@ -85,12 +85,20 @@ def register(app: typer.Typer) -> None:
         run_compress(recipe, run_dir, latency, tensorboard, mlflow)
 
     @app.command()
-    def report(run: Path = typer.Argument(..., help="A run folder written by `netrazor compress`.")) -> None:
+    def report(
+        run: Path = typer.Argument(..., help="A run folder written by `netrazor compress`."),
+        screenshot: Optional[Path] = typer.Option(None, "--screenshot",
+                                                  help="Also save a PNG of the rendered page here (needs Chromium)."),
+    ) -> None:
         """Write report.html (self-contained) and report.md for a compress run."""
         from netrazor.pipeline import write_report
 
         html_path, md_path = write_report(run)
         console.print(f"report: {html_path}  (markdown: {md_path})")
+        if screenshot is not None:
+            from netrazor.pipeline.screenshot import screenshot as take_screenshot
+
+            console.print(f"screenshot: {take_screenshot(html_path, screenshot)}")
 
     @app.command()
     def recipes() -> None:

@@ -24,9 +24,10 @@ STAGE_COLUMNS = (
     ("bytes", "bytes"),
     ("latency_ms_b1", "latency b1 (ms)"),
     ("latency_ms_b64", "latency b64 (ms)"),
-    ("val_error", "val error"),
+    ("val_error", "val error (%)"),
     ("seconds", "seconds"),
 )
+PERCENT_COLUMNS = {"val_error"}
 
 
 def _fmt(value: Any) -> str:
@@ -39,6 +40,13 @@ def _fmt(value: Any) -> str:
             return f"{value:,.0f}"
         return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
     return html.escape(str(value))
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    if key in PERCENT_COLUMNS and isinstance(value, float):
+        return f"{100 * value:.2f}"
+    return _fmt(value)
 
 
 def stage_rows(state: dict) -> list[dict]:
@@ -66,6 +74,7 @@ def _plots(state: dict, summary: dict, all_summaries: list[dict]) -> list[tuple[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     plots: list[tuple[str, str]] = []
     # Accuracy-size plot: this run's stages as a path (val error), other runs' final models (test error).
@@ -85,6 +94,7 @@ def _plots(state: dict, summary: dict, all_summaries: list[dict]) -> list[tuple[
             for params, err, name in others:
                 ax.annotate(name, (params, 100 * err), fontsize=6)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a log axis
         ax.set_xlabel("parameters")
         ax.set_ylabel("error (%)")
         ax.set_title("accuracy vs size")
@@ -109,6 +119,7 @@ def _plots(state: dict, summary: dict, all_summaries: list[dict]) -> list[tuple[
             ax.set_title(title)
             ax.tick_params(axis="x", rotation=60, labelsize=6)
         axes[0].set_yscale("log")
+        axes[1].set_ylim(0, 1.05)  # density is a fraction: a dense model's flat line sits at the top
         axes[0].legend(fontsize=6)
         fig.tight_layout()
         plots.append(("Per-layer width, density and bit-width after each stage", _png(fig)))
@@ -172,7 +183,7 @@ def write_report(run_dir: str | Path, runs_root: str | Path | None = None) -> tu
 
     table = ["<table><tr>" + "".join(f"<th>{h}</th>" for _, h in STAGE_COLUMNS) + "</tr>"]
     for row in rows:
-        table.append("<tr>" + "".join(f"<td>{_fmt(row.get(k))}</td>" for k, _ in STAGE_COLUMNS) + "</tr>")
+        table.append("<tr>" + "".join(f"<td>{_cell(row, k)}</td>" for k, _ in STAGE_COLUMNS) + "</tr>")
     table.append("</table>")
     body = [f"<h1>{html.escape(title)}</h1>", f"<p class='headline'>{html.escape(headline)}</p>", "<h2>Stages</h2>", *table]
     for caption, data in plots:
@@ -191,7 +202,7 @@ def write_report(run_dir: str | Path, runs_root: str | Path | None = None) -> tu
 
     md = [f"# {title}", "", headline, "", "| " + " | ".join(h for _, h in STAGE_COLUMNS) + " |", "|" + "---|" * len(STAGE_COLUMNS)]
     for row in rows:
-        md.append("| " + " | ".join(_fmt(row.get(k)) for k, _ in STAGE_COLUMNS) + " |")
+        md.append("| " + " | ".join(_cell(row, k) for k, _ in STAGE_COLUMNS) + " |")
     md += ["", f"Plots: see `{html_path.name}` ({len(plots)} inlined)."]
     md_path = run_dir / "report.md"
     atomic_write_text(md_path, "\n".join(md) + "\n")
