@@ -54,8 +54,9 @@ from netrazor.methods.base import Adapter
 from netrazor.methods.ebcle import conv_depth, get_rule, identity_probe, plot_probe, probe_batch, shape
 from netrazor.methods.ebcle.probe import summarise
 from netrazor.methods.ebcle.rules import entropy_ratio, halvings
-from netrazor.models import build_model, save_model
+from netrazor.models import build_model
 from netrazor.pipeline.records import make_record, write_record
+from netrazor.surgery import save_model
 from netrazor.train import default_config
 
 log = logging.getLogger("ebcle_bench")

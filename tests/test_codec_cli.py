@@ -14,7 +14,7 @@ from netrazor.cli import main  # noqa: E402
 
 
 def _saved_lenet(tmp_path):
-    from netrazor.models.io import save_model
+    from netrazor.surgery import save_model
 
     torch.manual_seed(0)
     model = models.build_model("lenet300")
@@ -44,7 +44,7 @@ def test_pack_prints_every_stage_and_unpack_rebuilds_exactly(tmp_path, capsys):
     assert "checksums valid" in capsys.readouterr().out
     assert main(["unpack", str(out), "-o", str(tmp_path / "restored")]) == 0
     from netrazor.codec import unpack
-    from netrazor.models.io import load_model
+    from netrazor.surgery import load_model
 
     restored = load_model(tmp_path / "restored" / "model")
     x = torch.randn(4, 1, 28, 28)

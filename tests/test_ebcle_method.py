@@ -11,7 +11,8 @@ from netrazor.data import make_synthetic
 from netrazor.errors import ModelError
 from netrazor.methods.base import Adapter
 from netrazor.methods.ebcle import EbcleMethod
-from netrazor.models import build_model, save_model
+from netrazor.models import build_model
+from netrazor.surgery import save_model
 from netrazor.train import TrainConfig
 
 

@@ -12,7 +12,8 @@ from torch import nn
 from netrazor.data import make_synthetic
 from netrazor.errors import ConfigError, DataError
 from netrazor.measure import evaluate, latency_ms, measure_model, normalize
-from netrazor.models import build_model, save_model
+from netrazor.models import build_model
+from netrazor.surgery import save_model
 
 
 @pytest.fixture(scope="module")

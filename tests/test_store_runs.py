@@ -75,13 +75,17 @@ def test_write_metrics_replaces_lines_and_tolerates_a_cut_line(tmp_path):
 
 
 def test_save_model_zoo_and_reindex(tmp_path):
-    from netrazor.models import build_model, load_model
+    from netrazor.models import build_model
+    from netrazor.surgery import load_model
 
     store = RunStore(tmp_path)
     run = store.create("train", {"model": "lenet300", "data": "mnist"})
     model = build_model("lenet300")
-    run.save_model(model, extra={"note": "test"})
+    assert run.save_model(model, extra={"note": "test"}) == run.dir / "model.safetensors"
     assert (run.dir / "model.safetensors").exists() and (run.dir / "model.json").exists()
+    header = json.loads((run.dir / "model.json").read_text())  # netrazor's one model format
+    assert (header["format"], header["kind"], header["changed"]) == ("netrazor-surgery-model", "zoo", {})
+    assert header["spec"] == model.netrazor_spec and header["extra"] == {"note": "test"}
     loaded = load_model(run.model_path)
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
@@ -94,9 +98,25 @@ def test_save_model_zoo_and_reindex(tmp_path):
 
 
 def test_save_model_of_a_non_zoo_module(tmp_path):
-    importlib.import_module("netrazor.surgery")
+    surgery = importlib.import_module("netrazor.surgery")
     run = RunStore(tmp_path).create("train", {"model": "custom", "data": "synthetic"})
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     run.save_model(model, example_input=torch.zeros(1, 1, 4, 4))
     tensors, _ = load_tensors(run.dir / "model.safetensors")
     assert torch.equal(tensors["1.weight"], model[1].weight.detach())
+    assert json.loads((run.dir / "model.json").read_text())["kind"] == "graph"
+    x = torch.randn(2, 1, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(surgery.load_model(run.model_path)(x), model(x))
+
+
+def test_save_model_of_a_channels_last_model_writes_plain_tensors(tmp_path):
+    from netrazor.models import build_model
+
+    run = RunStore(tmp_path).create("train", {"model": "resnet20", "data": "cifar10"})
+    model = build_model("resnet20", width_mult=0.25).to(memory_format=torch.channels_last)
+    run.save_model(model)
+    tensors, _ = load_tensors(run.dir / "model.safetensors")
+    # safetensors refuses non-contiguous storage: the store must write the values in plain layout
+    assert model.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(tensors["stem.conv.weight"], model.stem.conv.weight.detach())

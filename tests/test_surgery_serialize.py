@@ -6,6 +6,7 @@ import importlib
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,14 +129,21 @@ def test_unlisted_layers_fall_back_to_torch_export_behind_a_trust_flag(tmp_path)
         torch.testing.assert_close(got["export-g"], model(x))
 
 
-def test_plain_zoo_checkpoints_load_too(tmp_path):
+def test_unaltered_zoo_model_and_a_retired_plain_zoo_file_load_in_a_fresh_process(tmp_path):
     models = importlib.import_module("netrazor.models")
     model = models.build_model("lenet300").eval()
-    models.save_model(model, tmp_path / "z")
-    loaded = load_model(tmp_path / "z")
+    header = save_model(model, tmp_path / "z")
+    assert (header["kind"], header["changed"]) == ("zoo", {})  # one format: no separate plain zoo saver
+    # a file of the retired "netrazor-model" format (tests/fixtures/legacy-zoo, see test_models_io.py)
+    legacy = Path(__file__).parent / "fixtures" / "legacy-zoo"
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(legacy / f"lenet300{suffix}", tmp_path / f"legacy{suffix}")
+    ref, _ = load_tensors(legacy / "reference-outputs.safetensors")
     x = torch.randn(2, 1, 28, 28)
+    got = _fresh_process_outputs(tmp_path, {"z": x, "legacy": ref["lenet300.input"]})
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x))
+        torch.testing.assert_close(got["z"], model(x))
+    torch.testing.assert_close(got["legacy"], ref["lenet300.output"], rtol=1e-5, atol=1e-6)
 
 
 def test_zoo_model_with_a_branch_swapped_for_a_zero_branch_saves_as_zoo(tmp_path):

@@ -110,9 +110,10 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("pass --output DIR to write the model, or --check to only verify the file.")
         header, tensors = read_nrz(path)
         if isinstance(header.get("model"), dict):
-            from netrazor.models.io import save_model
+            from netrazor.surgery import save_model
 
-            weights, meta = save_model(unpack(path), output / "model", extra={"source": str(path)})
+            save_model(unpack(path), output / "model", extra={"source": str(path)})
+            weights, meta = output / "model.safetensors", output / "model.json"
         elif isinstance(header.get("architecture"), dict):
             # altered by surgery: its own format (netrazor measure/load fall back to it)
             from netrazor.surgery import save_model as surgery_save

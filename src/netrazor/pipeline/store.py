@@ -6,8 +6,8 @@ Layout::
       index.sqlite                 one row per run: id, kind, model, data, created, status, summary
       <id>/config.json             what was asked (model, data, training config, command)
       <id>/metrics.jsonl           one JSON line per epoch (the Trainer's history rows)
-      <id>/model.safetensors       final weights            } netrazor.models.save_model format
-      <id>/model.json              architecture spec + meta } (surgery.save_model for altered nets)
+      <id>/model.safetensors       final weights            } netrazor.surgery.save_model format
+      <id>/model.json              architecture + meta      } (zoo spec, changed layers or graph)
       <id>/summary.json            final numbers (val/test accuracy, params, seconds, ...)
       <id>/checkpoint*.json/.safetensors   epoch checkpoints of the Trainer (for --resume)
 
@@ -91,22 +91,20 @@ class Run:
         return rows
 
     def save_model(self, model: Any, extra: dict | None = None, example_input: Any = None) -> Path:
-        """Write ``model.safetensors`` + ``model.json``: zoo models by spec, others via surgery's format."""
-        from netrazor.errors import ModelError
-        from netrazor.models import save_model as save_zoo_model
+        """Write ``model.safetensors`` + ``model.json`` with netrazor's one saver; returns the weights path.
+
+        Zoo models are stored by spec (plus any layers surgery changed), other modules as a graph;
+        ``example_input`` is needed only for models that fall back to ``torch.export``.
+        """
+        from netrazor.surgery import save_model
 
         base = self.dir / "model"
-        try:
-            save_zoo_model(model, base, extra=extra)
-        except ModelError:
-            from netrazor.surgery import save_model as save_any_model
-
-            save_any_model(model, base, example_input=example_input, extra=extra)
+        save_model(model, base, example_input=example_input, extra=extra)
         return base.with_name("model.safetensors")
 
     @property
     def model_path(self) -> Path:
-        """Path stem of the saved model (``load_model(run.model_path)``)."""
+        """Path stem of the saved model (``netrazor.surgery.load_model(run.model_path)``)."""
         return self.dir / "model"
 
     def write_summary(self, summary: dict, status: str = "done") -> None:
