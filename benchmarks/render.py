@@ -110,6 +110,48 @@ def table_rows(records: list[dict]) -> list[list[str]]:
     return rows
 
 
+# Issue 10: a result's measured latency speed-up should be >= 0.7x its MACs reduction.
+LATENCY_EFFICIENCY_FLOOR = 0.7
+# Below this dense batch-1 latency, per-call framework overhead rather than arithmetic sets the time.
+OVERHEAD_BOUND_MS = 0.1
+
+
+def latency_checks(records: list[dict]) -> list[str]:
+    """One line per configuration whose latency speed-up is under 0.7x its MACs reduction, saying
+    by how much and, where the records show it, why (the "fewer MACs, same latency" check)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for rec in records:
+        groups[(rec.get("_variant", rec["method"]), rec.get("model", ""))].append(_derived(rec))
+    lines = []
+    for (method, model), recs in sorted(groups.items()):
+        macs = _mean([r.get("macs_ratio") for r in recs])
+        if macs is None or macs < 1.1:  # nothing (or almost nothing) cut: nothing to check
+            continue
+        b1, b64 = _mean([r.get("latency_ratio_b1") for r in recs]), _mean([r.get("latency_ratio_b64") for r in recs])
+        effs = [(name, v / macs) for name, v in (("b1", b1), ("b64", b64)) if v is not None]
+        low = [(name, e) for name, e in effs if e < LATENCY_EFFICIENCY_FLOOR]
+        if not low:
+            continue
+        dense_b1 = _mean([r.get("latency_ms_b1_dense") for r in recs])
+        if dense_b1 is not None and dense_b1 < OVERHEAD_BOUND_MS and [n for n, _ in low] == ["b1"]:
+            why = (f"the dense model runs in {dense_b1:.3f} ms at batch 1, where fixed per-layer call overhead, "
+                   "not arithmetic, sets the time; at batch 64 the cut shows")
+        elif dense_b1 is not None and dense_b1 < OVERHEAD_BOUND_MS:
+            why = f"overhead-bound model (dense batch-1 latency {dense_b1:.3f} ms)"
+        else:
+            why = "not explained by the record (see the method's notes in docs/methods/)"
+        got = ", ".join(f"{name} {v:.2f}×" for name, v in (("b1", b1), ("b64", b64)) if v is not None)
+        share = " / ".join(f"{name} {e:.2f}" for name, e in effs)
+        lines.append(f"- `{method}{f' ({model})' if model else ''}`: latency {got} for {macs:.2f}× fewer MACs "
+                     f"({share} of the MAC cut; floor {LATENCY_EFFICIENCY_FLOOR}) — {why}.")
+    return lines
+
+
+def _mean(values: list):
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return statistics.fmean(nums) if nums else None
+
+
 def pareto_plot(task: str, records: list[dict], out_dir: Path) -> list[str]:
     """Accuracy vs MACs / bytes / latency scatter plots for a task; returns the PNG names written."""
     import matplotlib
@@ -171,6 +213,9 @@ def render(results_dir: Path, out: Path, plots: bool = True) -> str:
             for row in table_rows(group):
                 lines.append("| " + " | ".join(row) + " |")
             lines.append("")
+        checks = latency_checks(recs)
+        if checks:
+            lines += ["_Latency speed-up under 0.7× the MACs reduction:_", "", *checks, ""]
         recs = recs or smoke
         if plots:
             for name in pareto_plot(task, recs, out.parent / "plots"):
