@@ -32,9 +32,14 @@ def _sample_file() -> bytes:
     structured[::3] = 0
     state["structured"] = quantize_model(nn.Sequential(nn.Linear(64, 32)), 2).model[0].weight.detach() * (structured != 0)
     state["counter"] = torch.tensor(5)
+    state["0.bias"] = quantize_model(model, 3, bias_bits=2).model[0].bias.detach()  # rank-1 codebook section
+    state["input_index"] = torch.sort(torch.randperm(300, generator=g)[:90])[0]  # version-2 index-set section
     data, facts, _ = encode_file({"format": "netrazor.nrz", "model": None}, state)
     kinds = {f.position_kind for f in facts if f.kind == "sparse"}
     assert {"gaps-ans"} & kinds or {"bitmap-ans"} & kinds
+    by_name = {f.name: f.kind for f in facts}
+    assert by_name["0.bias"] == "sparse" and by_name["input_index"] == "index-set"
+    assert struct.unpack_from("<H", data, 6)[0] & 2  # the spec went through the preset dictionary
     return data
 
 

@@ -182,7 +182,7 @@ def test_verify_reports_and_detects_damage(tmp_path):
     model = _prune(nn.Sequential(nn.Linear(100, 50)), 0.1)
     pack(model, tmp_path / "v.nrz", bits=4)
     info = verify(tmp_path / "v.nrz")
-    assert info == {"version": 1, "tensors": 2, "bytes": (tmp_path / "v.nrz").stat().st_size}
+    assert info == {"version": 2, "tensors": 2, "bytes": (tmp_path / "v.nrz").stat().st_size}
     data = bytearray((tmp_path / "v.nrz").read_bytes())
     data[-40] ^= 0x10
     (tmp_path / "bad.nrz").write_bytes(bytes(data))
@@ -200,7 +200,11 @@ def test_spec_is_plain_json_in_the_file(tmp_path):
     spec_len = int.from_bytes(data[16:20], "little")
     raw = data[28 : 28 + spec_len]
     flags = int.from_bytes(data[6:8], "little")
-    spec = json.loads(zlib.decompress(raw) if flags & 1 else raw)
+    from netrazor.codec.spec_dictionary import SPEC_DICTIONARY
+
+    # what docs/nrz-format.md promises: zlib (bit 0), with the documented preset dictionary (bit 1)
+    inflate = zlib.decompressobj(zdict=SPEC_DICTIONARY) if flags & 2 else zlib.decompressobj()
+    spec = json.loads(inflate.decompress(raw) if flags & 1 else raw)
     assert spec["format"] == "netrazor.nrz" and spec["model"]["name"] == "lenet300"
 
 
@@ -250,3 +254,128 @@ def test_dense_stage_of_a_shrunk_zoo_model_is_the_unpruned_architecture(tmp_path
     assert report.dense_bytes == sum(p.numel() * 4 for p in model.state_dict().values())
     assert report.removal_bytes == sum(p.numel() * 4 for p in small.state_dict().values())
     assert pack(small, tmp_path / "r.nrz", dense_reference=1000).dense_bytes == 1000
+
+
+def test_quantised_bias_is_coded_through_a_codebook_and_round_trips_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = _prune(nn.Sequential(nn.Flatten(), nn.Linear(64, 200), nn.ReLU(), nn.Linear(200, 10)), 0.2)
+    q = quantize_model(model, 3, bias_bits=3)
+    plain = quantize_model(model, 3)
+    report = pack(q.model, tmp_path / "q.nrz")
+    rows = {r["name"]: r for r in report.tensors}
+    assert rows["1.bias"]["kind"] == "sparse" and rows["1.bias"]["value_kind"] == "codebook-ans"
+    assert rows["1.bias"]["section_bytes"] < 200 * 4 / 2  # 3-bit indices + 8 levels, not 800 raw bytes
+    assert rows["3.bias"]["kind"] == "raw"  # 10 elements: headers would cost more than the floats
+    assert report.encoded_bytes < pack(plain.model, tmp_path / "p.nrz").encoded_bytes
+    state = unpack_state_dict(tmp_path / "q.nrz")
+    for k, v in q.model.state_dict().items():
+        assert torch.equal(_bits(state[k]), _bits(v)), k
+    x = torch.randn(16, 1, 8, 8)
+    back = nn.Sequential(nn.Flatten(), nn.Linear(64, 200), nn.ReLU(), nn.Linear(200, 10))
+    back.load_state_dict(state)
+    assert torch.equal(back(x), q.model(x))
+
+
+# A file written by the version-1 writer (netrazor commit 345bc79, `pack` of _v1_model()):
+# version-2 readers must keep reading it bit for bit.
+V1_FILE = (
+    "TlJaMQEAAQCmAgAAAAAAADUBAAAEAAAA4yKHZ3jajZNNbsJADIXv4nWoSIRYcAZWlbpCFXITA6MOk9TxtALE3fsmgIiK1GGV+Nl+n+fvRKz1zpnUFlVocaJNq3s2W"
+    "lAQUz62OumjbkUPk33biKeCtsrdLpWymfb4OReEXPSSApoOKd0OwYdjfE2jFOTCeiOcOJCqWUFttJFSzuFjhw5T0NIFYSUI5djNhc5zjYIN+17u5a+yfEvF1VPocv4XPX"
+    "skQwlYL5Kru6XFzqNo9Y7s589NbVxtaRdSC++TCeaEf4m9ajuEw9C71jeikAx9YrcqjP3ofxrYI6Nzjrie3mA1e7++HMcYNv0fhP48o8wwygzjmXVUGUaVYVR5Bs4"
+    "+bfyVc40uXS40kC4XvKBv0d61ATcGuYd38RL0SMPNx6tYhOh9QV+Rg7mebWhL2vkXQPkgMyenItFzAAAACDAud2VpZ2h0AQIQGAFCBAhNCNMGAJJJAInnAgAAkkkEY"
+    "UyhfsARluLVugE7DHYfAAEBBgAAQL8AAAC/AACAvgAAgD4AAAA/AABAP0IGqlWqVatVq1WrVatVBgDQsktDLa4dLHu8pe/eB8p34yFuFNgtSNinUIFLAAAABjAuYmlh"
+    "cwEBEAAAAIC/3t1dv7y7O7+ZmRm/7u7uvqqqqr7KzEy+goiIvYKIiD3KzEw+qqqqPu7u7j6ZmRk/vLs7P97dXT8AAIA/XqX43TgAAAAIMi53ZWlnaHQBAgQQASsCbdu"
+    "2bdu2bdsBAQIAAAC/AAAAPysC+oUChvoBAxBu3rMODH4oAQAAAEybYSQbAAAABjIuYmlhcwEBBAAAAAA/AACAvgAAAAAAAIA/HbSMiKQVgc6gaLRR4BWRRU5ZyT41iLp"
+    "+Rs6zkgoO2OHJm/zZ"
+)
+
+
+def _v1_model() -> nn.Module:
+    m = nn.Sequential(nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():
+        w = torch.arange(24 * 16, dtype=torch.float32).reshape(16, 24)
+        m[0].weight.copy_(torch.where(w % 5 == 0, (w % 7 - 3) * 0.25, torch.zeros(())))
+        m[0].bias.copy_(torch.linspace(-1, 1, 16))
+        m[2].weight.copy_(((torch.arange(64, dtype=torch.float32).reshape(4, 16) % 3) - 1) * 0.5)
+        m[2].bias.copy_(torch.tensor([0.5, -0.25, 0.0, 1.0]))
+    return m
+
+
+def test_version_1_files_still_read_bit_for_bit(tmp_path):
+    import base64
+
+    path = tmp_path / "v1.nrz"
+    path.write_bytes(base64.b64decode(V1_FILE))
+    assert verify(path)["version"] == 1
+    state = unpack_state_dict(path)
+    for k, v in _v1_model().state_dict().items():
+        assert torch.equal(_bits(state[k]), _bits(v)), k
+    # what this netrazor writes for the same model is version 2 and decodes to the same tensors
+    pack(_v1_model(), tmp_path / "v2.nrz")
+    assert verify(tmp_path / "v2.nrz")["version"] == 2
+    assert all(torch.equal(_bits(unpack_state_dict(tmp_path / "v2.nrz")[k]), _bits(v)) for k, v in state.items())
+
+
+def test_version_1_file_with_a_version_2_section_kind_is_refused(tmp_path):
+    from netrazor.codec.binary import Reader
+    from netrazor.codec.tensors import decode_tensor, encode_tensor
+
+    body, facts = encode_tensor("idx", torch.tensor([1, 4, 5, 9, 30], dtype=torch.int64))
+    assert facts.kind == "index-set"
+    name, back = decode_tensor(Reader(body), [1 << 20], version=2)
+    assert name == "idx" and torch.equal(back, torch.tensor([1, 4, 5, 9, 30]))
+    with pytest.raises(FormatError, match="version 1"):
+        decode_tensor(Reader(body), [1 << 20], version=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])
+def test_sorted_index_vectors_use_index_set_coding_and_round_trip(tmp_path, dtype):
+    g = torch.Generator().manual_seed(0)
+    kept = torch.sort(torch.randperm(200, generator=g)[:70])[0].to(dtype)  # e.g. kept input pixels
+    state = {
+        "fc.input_index": kept,
+        "unsorted": torch.tensor([5, 3, 9, 1] * 8, dtype=dtype),  # not a set: stays raw
+        "negative": torch.arange(-3, 40, dtype=torch.int64),
+    }
+    from netrazor.codec.container import decode_file, encode_file
+
+    data, facts, _ = encode_file({"format": "netrazor.nrz", "model": None, "architecture": None, "quantisation": None}, state)
+    kinds = {f.name: f.kind for f in facts}
+    assert kinds == {"fc.input_index": "index-set", "unsorted": "raw", "negative": "raw"}
+    sizes = {f.name: f.section_bytes for f in facts}
+    # at most a 200-bit bitmap + the section header (name, dtype, shape, kind, universe), not 70 raw ints
+    assert sizes["fc.input_index"] <= 25 + len("fc.input_index") + 8 < 70 * kept.element_size()
+    _, back = decode_file(data)
+    for k, v in state.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
+
+
+def test_hostile_index_universe_is_refused_before_allocating():
+    from netrazor.codec.binary import Reader, Writer
+    from netrazor.codec.tensors import INDEX_SET, decode_tensor
+
+    w = Writer()
+    w.varint(3)
+    w.raw(b"idx")
+    w.u8(5)  # int64
+    w.u8(1)
+    w.varint(4)
+    w.u8(INDEX_SET)
+    w.varint(1 << 39)  # a universe of 2^39 elements for 4 values
+    w.u8(0)
+    with pytest.raises(FormatError, match="universe"):
+        decode_tensor(Reader(w.getvalue()), [1 << 20])
+
+
+def test_spec_uses_the_preset_dictionary_when_smaller(tmp_path):
+    from netrazor.codec.container import FLAG_SPEC_ZDICT, HEADER
+
+    zoo = importlib.import_module("netrazor.models")
+    model = zoo.build_model("lenet5")
+    path = tmp_path / "l5.nrz"
+    report = pack(quantize_model(_prune(model, 0.02), 2).model, path)
+    flags = HEADER.unpack_from(path.read_bytes(), 0)[2]
+    assert flags & FLAG_SPEC_ZDICT
+    assert report.overhead["spec"] < 120  # plain zlib of the same spec: ~150 bytes
+    spec, _ = read_nrz(path)
+    assert spec["model"] == zoo.model_spec(model)

@@ -167,3 +167,45 @@ def test_qat_callback_with_the_real_trainer_and_resume_state():
     fresh.load_state_dict(state)
     fresh.on_train_start(_fake_trainer(model))
     assert torch.equal(fresh.state_dict()["shadow"]["1"], state["shadow"]["1"])  # resumes from the shadow
+
+
+def test_search_bits_quantises_large_biases_within_tolerance_and_keeps_small_ones_float():
+    torch.manual_seed(0)
+    model = _mlp(seed=5)
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.bias.normal_(0, 0.3)
+    eval_fn = _divergence_fn(model)
+    result = search_bits(model, eval_fn, 2e-3, method="kmeans", bias_min_size=32)
+    ev = result.evals
+    # layers "1" (48 outputs) and "3" (32) have biases big enough; "5" (5 outputs) does not
+    assert set(ev["bias_curves"]) == {"1", "3"}
+    assert set(result.bias_bits) <= {"1", "3"} and result.bias_bits
+    assert ev["joint"] <= ev["threshold"]
+    assert ev["joint"] == pytest.approx(eval_fn(result.model))
+    for name, b in result.bias_bits.items():
+        bias = dict(result.model.named_modules())[name].bias
+        assert torch.unique(bias[bias != 0]).numel() <= 2**b
+        curve = {int(k): v for k, v in ev["bias_curves"][name].items()}
+        assert curve[b] <= ev["threshold"]
+        assert b == 1 or curve.get(b - 1, float("inf")) > ev["threshold"]  # fewest within tolerance
+    assert torch.equal(result.model[5].bias, model[5].bias)  # too small: stays float32
+    assert result.to_dict()["bias_bits"] == result.bias_bits
+    none = search_bits(model, eval_fn, 2e-3, method="kmeans", bias_bits=None)
+    assert none.bias_bits == {} and all(torch.equal(a.bias, b.bias) for a, b in zip(
+        (m for m in none.model if isinstance(m, nn.Linear)), (m for m in model if isinstance(m, nn.Linear))))
+
+
+def test_quantize_model_bias_bits_keeps_zeros_and_bounds_levels():
+    model = _mlp()
+    with torch.no_grad():
+        model[1].bias.normal_()
+        model[1].bias[::3] = 0
+    res = quantize_model(model, 4, bias_bits={"1": 2})
+    b = res.model[1].bias
+    assert torch.equal(b == 0, model[1].bias == 0)
+    assert torch.unique(b[b != 0]).numel() <= 4
+    assert torch.equal(res.model[3].bias, model[3].bias)
+    with pytest.raises(ConfigError):
+        quantize_model(model, 4, bias_bits={"nope": 2})

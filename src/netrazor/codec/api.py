@@ -39,7 +39,7 @@ from netrazor.surgery import save_model as surgery_save
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "netrazor.nrz"
-STORED_QUANT_KEYS = ("method", "per_channel", "bits")
+STORED_QUANT_KEYS = ("method", "per_channel", "bits", "bias_bits")
 
 
 @dataclass
@@ -196,7 +196,7 @@ def pack(
     for f in facts:
         d, rm, q = _stage_bytes(f, state[f.name])
         dense, removal, quant = dense + d, removal + rm, quant + q
-        if f.kind == "sparse":
+        if f.kind in ("sparse", "index-set"):  # the sections that code symbol streams
             bound_bits += f.position_bound_bits + f.index_bound_bits
             stream += f.position_bytes + (f.value_bytes - f.codebook_bytes if f.value_kind == "codebook-ans" else 0)
         row = asdict(f)

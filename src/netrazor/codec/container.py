@@ -1,7 +1,8 @@
 """The .nrz container: header, JSON spec, tensor sections, checksums (docs/nrz-format.md).
 
 ```
-header   28 B  magic "NRZ1" | u16 version | u16 flags (bit 0: spec zlib-compressed) | u64 file length | u32 spec length
+header   28 B  magic "NRZ1" | u16 version | u16 flags (bit 0: spec zlib-compressed, bit 1: against the preset
+               dictionary) | u64 file length | u32 spec length
                | u32 tensor count | u32 CRC32 of the previous 24 bytes
 spec           spec-length bytes of UTF-8 JSON (an object), zlib'd if flag 0 | u32 CRC32
 sections       per tensor: u32 body length | body | u32 CRC32 of body
@@ -26,13 +27,16 @@ from typing import Any
 import torch
 
 from netrazor.codec.binary import Reader
+from netrazor.codec.spec_dictionary import SPEC_DICTIONARY, deflate_with_dictionary
 from netrazor.codec.tensors import SectionFacts, decode_tensor, encode_tensor
 from netrazor.errors import FormatError
 
 MAGIC = b"NRZ1"
-VERSION = 1
+VERSION = 2  # 2 added index-set sections and the dictionary-deflated spec (docs/nrz-format.md "Versions")
+READABLE_VERSIONS = (1, 2)
 FLAG_SPEC_ZLIB = 1  # the spec bytes are zlib-compressed JSON (written when that is smaller)
-KNOWN_FLAGS = FLAG_SPEC_ZLIB  # any other set bit means "newer writer": refused
+FLAG_SPEC_ZDICT = 2  # version 2: ... deflated against spec_dictionary.SPEC_DICTIONARY (needs bit 0)
+KNOWN_FLAGS = {1: FLAG_SPEC_ZLIB, 2: FLAG_SPEC_ZLIB | FLAG_SPEC_ZDICT}  # per version; other bits: "newer writer"
 HEADER = struct.Struct("<4sHHQII")  # 24 bytes, then its CRC32
 HEADER_SIZE = HEADER.size + 4
 TRAILER_SIZE = 32
@@ -51,10 +55,12 @@ def encode_file(spec: dict, tensors: dict[str, torch.Tensor]) -> tuple[bytes, li
     spec_bytes = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
     if len(spec_bytes) > MAX_SPEC_BYTES:
         raise FormatError(f"the architecture spec is {len(spec_bytes)} bytes (max {MAX_SPEC_BYTES}); store less metadata.")
+    # the smallest of: plain JSON, deflated, deflated against the preset dictionary
     flags = 0
-    packed = zlib.compress(spec_bytes, 9)
-    if len(packed) < len(spec_bytes):
-        spec_bytes, flags = packed, FLAG_SPEC_ZLIB
+    for candidate, candidate_flags in ((zlib.compress(spec_bytes, 9), FLAG_SPEC_ZLIB),
+                                       (deflate_with_dictionary(spec_bytes), FLAG_SPEC_ZLIB | FLAG_SPEC_ZDICT)):
+        if len(candidate) < len(spec_bytes):
+            spec_bytes, flags = candidate, candidate_flags
     if len(tensors) > MAX_TENSORS:
         raise FormatError(f"{len(tensors)} tensors exceed the format's {MAX_TENSORS}; split the model.")
     sections, facts = [], []
@@ -89,11 +95,11 @@ def _read_layout(data: bytes, check_sections: bool) -> Layout:
     magic, version, flags, length, spec_len, n_tensors = HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise FormatError(f"not an .nrz file (magic {bytes(magic)!r}, expected {MAGIC!r}); pass a file written by `netrazor pack`.")
-    if version != VERSION:
-        raise FormatError(f".nrz format version {version} is not supported (this netrazor reads {VERSION}); "
-                          "upgrade netrazor or re-pack the model.")
-    if flags & ~KNOWN_FLAGS:
-        raise FormatError(f"unknown .nrz flags 0x{flags:04x}; the file is corrupt or from a newer netrazor.")
+    if version not in READABLE_VERSIONS:
+        raise FormatError(f".nrz format version {version} is not supported (this netrazor reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}); upgrade netrazor or re-pack the model.")
+    if flags & ~KNOWN_FLAGS[version] or (flags & FLAG_SPEC_ZDICT and not flags & FLAG_SPEC_ZLIB):
+        raise FormatError(f"unknown .nrz flags 0x{flags:04x} for version {version}; the file is corrupt or from a newer netrazor.")
     if length != size:
         raise FormatError(f"the file is {size} bytes but its header says {length}; it is truncated or corrupt — re-create it.")
     body_end = size - TRAILER_SIZE
@@ -136,9 +142,9 @@ def _walk(data: bytes, spec_len: int, n_tensors: int, body_end: int, check_crc: 
     return layout
 
 
-def _inflate(raw: bytes) -> bytes:
+def _inflate(raw: bytes, zdict: bytes | None = None) -> bytes:
     """zlib-decompress at most ``MAX_SPEC_BYTES`` (a zip bomb stops there)."""
-    d = zlib.decompressobj()
+    d = zlib.decompressobj(zdict=zdict) if zdict is not None else zlib.decompressobj()
     try:
         out = d.decompress(raw, MAX_SPEC_BYTES + 1)
     except zlib.error as exc:
@@ -151,7 +157,8 @@ def _inflate(raw: bytes) -> bytes:
 
 
 def parse_spec(raw: memoryview, flags: int = 0) -> dict:
-    data = _inflate(bytes(raw)) if flags & FLAG_SPEC_ZLIB else bytes(raw)
+    zdict = SPEC_DICTIONARY if flags & FLAG_SPEC_ZDICT else None
+    data = _inflate(bytes(raw), zdict) if flags & FLAG_SPEC_ZLIB else bytes(raw)
     try:
         spec = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -168,7 +175,7 @@ def decode_file(data: bytes, max_ratio: int = MAX_RATIO) -> tuple[dict, dict[str
     budget = [max(MIN_ELEMENT_BUDGET, max_ratio * len(data))]
     tensors: dict[str, torch.Tensor] = {}
     for i, (start, end) in enumerate(layout.sections):
-        name, tensor = decode_tensor(Reader(data, start, end, f"section {i}"), budget)
+        name, tensor = decode_tensor(Reader(data, start, end, f"section {i}"), budget, layout.version)
         if name in tensors:
             raise FormatError(f"section {i}: tensor {name!r} appears twice; the file is corrupt.")
         tensors[name] = tensor
