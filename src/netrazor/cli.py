@@ -64,6 +64,16 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``netrazor`` console script."""
+    code = _run(argv)
+    dist = sys.modules.get("torch.distributed")  # never imported -> never distributed (keeps the CLI light)
+    if dist is not None and dist.is_available() and dist.is_initialized():  # a torchrun worker: skip the racy finalization
+        from netrazor.train.distributed import exit_process
+
+        exit_process(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except NetrazorError as exc:
