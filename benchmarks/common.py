@@ -25,19 +25,30 @@ log = logging.getLogger(__name__)
 DENSE_CACHE = Path("runs/bench-dense")
 
 
-def subset(data: DataBundle, n_train: int | None, n_val: int | None, seed: int) -> DataBundle:
-    """Fixed random draws of ``n_train`` training and ``n_val`` validation images (test untouched).
+def subset(data: DataBundle, n_train: int | None, n_val: int | None, seed: int,
+           n_test: int | None = None) -> DataBundle:
+    """Fixed random draws of ``n_train`` training, ``n_val`` validation and ``n_test`` test images.
 
-    Random, not first-N: some sources store images class by class.
+    Random, not first-N: some sources store images class by class (the CIFAR-10 test split is), so
+    a prefix would hold only a few classes. Each split has its own generator (seeds ``seed``,
+    ``seed + 1``, ``seed + 2``), so a draw does not change when another split's size does. None or
+    0 (or a size >= the split) keeps a split whole; the test split is kept whole by default —
+    shrink it only to shorten quick runs (a smaller test set gives noisier numbers; it is never
+    used to select anything).
     """
-    train, val = data.train, data.val
-    if n_train and n_train < len(train):
-        g = torch.Generator().manual_seed(seed)
-        train = train.subset(torch.randperm(len(train), generator=g)[:n_train])
-    if n_val and n_val < len(val):
-        g = torch.Generator().manual_seed(seed + 1)
-        val = val.subset(torch.randperm(len(val), generator=g)[:n_val])
-    return dataclasses.replace(data, train=train, val=val)
+    return dataclasses.replace(
+        data,
+        train=_random_draw(data.train, n_train, seed),
+        val=_random_draw(data.val, n_val, seed + 1),
+        test=_random_draw(data.test, n_test, seed + 2),
+    )
+
+
+def _random_draw(images, n: int | None, seed: int):
+    if not n or n >= len(images):
+        return images
+    g = torch.Generator().manual_seed(seed)
+    return images.subset(torch.randperm(len(images), generator=g)[:n])
 
 
 def dense_model(

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import subset
 from netrazor.data import load_data
 from netrazor.data.entropy import dataset_entropy
 from netrazor.measure import count_macs, count_params, evaluate
@@ -93,20 +94,12 @@ def parse_args(argv=None):
 
 
 def prepare_data(args):
-    data = load_data(args.data, seed=0)
+    """The data set with fixed random subsets (never prefixes: CIFAR-10's test split is stored class
+    by class). Subset seed 0 for every run seed and both models, so all compare on the same images
+    (the same draws as the records written before benchmarks.common.subset took over)."""
     train_size = args.train_size if args.train_size is not None else (6000 if args.quick else 10000)
-    if train_size and train_size < len(data.train):
-        g = torch.Generator().manual_seed(0)  # the same subset for every seed and both models
-        data = dataclasses.replace(data, train=data.train.subset(torch.randperm(len(data.train), generator=g)[:train_size]))
-    # Random fixed subsets, never prefixes: CIFAR-10's splits are stored class by class.
-    if args.val_size and args.val_size < len(data.val):
-        g = torch.Generator().manual_seed(1)
-        data = dataclasses.replace(data, val=data.val.subset(torch.randperm(len(data.val), generator=g)[: args.val_size]))
     test_size = args.test_size if args.test_size is not None else (2000 if args.quick else 0)
-    if test_size and test_size < len(data.test):
-        g = torch.Generator().manual_seed(2)
-        data = dataclasses.replace(data, test=data.test.subset(torch.randperm(len(data.test), generator=g)[:test_size]))
-    return data
+    return subset(load_data(args.data, seed=0), train_size, args.val_size, seed=0, n_test=test_size)
 
 
 def train_and_measure(model, data, config):
