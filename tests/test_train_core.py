@@ -133,12 +133,86 @@ def test_label_smoothing_sets_a_loss_floor(data):
     assert plain[-1]["train_loss"] < floor / 4
 
 
-def test_channels_last_conv_trains(data):
+def small_convnet() -> nn.Sequential:
+    # The second conv has 4 input channels: with 1 channel both layouts have the same strides.
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 256, 4))
-    history = Trainer(model, data, TrainConfig(epochs=3, batch_size=64, lr=0.05, channels_last=True)).fit()
-    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 256, 4))
+
+
+class LayoutSpy(Callback):
+    """Records the conv weight's memory format during training and at on_train_end; may interrupt."""
+
+    def __init__(self, interrupt_at_epoch=None):
+        self.interrupt_at_epoch = interrupt_at_epoch
+        self.seen = []
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.interrupt_at_epoch:
+            raise KeyboardInterrupt
+
+    def on_step_end(self, trainer, step, loss):
+        self.seen.append(("step", trainer.model[3].weight.is_contiguous(memory_format=torch.channels_last)))
+
+    def on_train_end(self, trainer):
+        self.seen.append(("end", trainer.model[3].weight.is_contiguous()))
+
+
+def _plain_layout(model: nn.Module) -> bool:
+    return all(t.is_contiguous() for t in [*model.parameters(), *model.buffers()])
+
+
+def test_channels_last_trains_nhwc_and_hands_the_model_back_contiguous(data):
+    model = small_convnet()
+    spy = LayoutSpy()
+    history = Trainer(model, data, TrainConfig(epochs=3, batch_size=64, lr=0.05, channels_last=True), callbacks=[spy]).fit()
     assert history[-1]["val_acc"] > 0.8
+    steps = [v for k, v in spy.seen if k == "step"]
+    assert steps and all(steps)  # trained in channels_last
+    assert spy.seen[-1] == ("end", True)  # callbacks' on_train_end already see the handed-back layout
+    assert _plain_layout(model) and not model[3].weight.is_contiguous(memory_format=torch.channels_last)
+    # a layer created afterwards (e.g. by folding) has the same layout as the rest: no mixed formats
+    assert model[3].weight.stride() == nn.Conv2d(4, 4, 3, padding=1).weight.stride()
+
+
+def test_channels_last_model_is_contiguous_after_an_interrupt_and_after_resume(data, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=64, lr=0.05, channels_last=True)
+    first = small_convnet()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(first, data, config, run_dir=tmp_path, callbacks=[LayoutSpy(interrupt_at_epoch=1)]).fit()
+    assert _plain_layout(first)  # handed back even when fit raises
+
+    resumed = small_convnet()
+    spy = LayoutSpy()
+    Trainer(resumed, data, config, run_dir=tmp_path, callbacks=[spy]).fit(resume=True)
+    assert [v for k, v in spy.seen if k == "step"] and all(v for k, v in spy.seen if k == "step")
+    assert _plain_layout(resumed)
+
+    # a finished run resumed again trains no step, and still hands the model back contiguous
+    again = small_convnet()
+    spy = LayoutSpy()
+    Trainer(again, data, config, run_dir=tmp_path, callbacks=[spy]).fit(resume=True)
+    assert spy.seen == [("end", True)] and _plain_layout(again)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_train_job_with_channels_last_saves_plain_tensors_of_the_trained_model(tmp_path):
+    from netrazor.data import load_data
+    from netrazor.io import load_tensors
+    from netrazor.measure import evaluate
+    from netrazor.surgery import load_model
+    from netrazor.train.job import train_job
+
+    result = train_job("resnet20", "synthetic", overrides={"epochs": 1, "batch_size": 100, "channels_last": True},
+                       width_mult=0.25, out=tmp_path)
+    assert result.run.config["train"]["channels_last"] is True
+    tensors, _ = load_tensors(result.run.dir / "model.safetensors")
+    assert tensors["stem.conv.weight"].dim() == 4 and all(t.is_contiguous() for t in tensors.values())
+    model = load_model(result.run.model_path)
+    assert _plain_layout(model)
+    bundle = load_data("synthetic")
+    # the file holds the trained weights: it reproduces the run's own test accuracy
+    assert evaluate(model, bundle.test, bundle.mean, bundle.std)["accuracy"] == pytest.approx(result.summary["test_acc"])
 
 
 def test_crop_flip_augmentation_comes_from_the_bundle(data):

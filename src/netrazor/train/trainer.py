@@ -105,9 +105,7 @@ class Trainer:
                 f"batch_size {self.config.batch_size} is the global batch and must divide by the {world} "
                 f"processes; pass a multiple of {world}."
             )
-        self.model = model.to(self.device)
-        if self.config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = model.to(self.device)  # channels_last (if asked) only while fit runs
         self.forward_model: nn.Module = self.model
         self.callbacks = CallbackList(callbacks)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -140,6 +138,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.stop_training = False
+        self._fitting = False
 
     # ------------------------------------------------------------------ optimizer and schedule
     @property
@@ -191,8 +190,7 @@ class Trainer:
         changed and ``index_maps[name] = [(dim, kept_indices), ...]`` given -> sliced; otherwise
         reset. Under DDP the model is wrapped again. Returns ``{name: "kept"|"sliced"|"reset"}``.
         """
-        if self.config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self._training_layout()  # layers the callback just created
         self._wrap()
         if self.optimizer is None:
             self._build_optimizer()
@@ -212,11 +210,32 @@ class Trainer:
         with epoch (0-based), train_loss, train_acc, val_loss, val_acc, lr, seconds, images_per_s.
         Training draws from the global RNGs seeded by ``config.seed`` (or restored on resume); the
         caller's RNG states are restored when ``fit`` returns or raises.
+
+        With ``config.channels_last`` the model trains in channels_last memory format and is handed
+        back in the default contiguous format (before ``on_train_end``, and also when ``fit`` raises):
+        layers that later passes create (folding, surgery) are contiguous, so one layout is never
+        mixed with the other, and saved tensors are plain.
         """
         with _own_rng_stream():
-            return self._fit(resume)
+            try:
+                return self._fit(resume)
+            finally:
+                self._hand_back_layout()
+
+    def _training_layout(self) -> None:
+        # NHWC is faster for convs on CPU; parameters keep their identity (.data is swapped), so the
+        # optimizer and callbacks holding them stay valid. Only while fit runs (see fit).
+        if self.config.channels_last and self._fitting:
+            self.model.to(memory_format=torch.channels_last)
+
+    def _hand_back_layout(self) -> None:
+        if self.config.channels_last and self._fitting:
+            self.model.to(memory_format=torch.contiguous_format)
+        self._fitting = False
 
     def _fit(self, resume: bool) -> History:
+        self._fitting = True
+        self._training_layout()
         restored = False
         if resume:
             if self.run_dir is None:
@@ -230,11 +249,13 @@ class Trainer:
             seed_everything(self.config.seed)
             self._wrap()
             self._build_optimizer()
+        self._training_layout()  # layers a callback re-created while resuming
         self._emit({"event": "train_start", "epochs": self.config.epochs, "start_epoch": self.epoch,
                     "steps_per_epoch": self.steps_per_epoch})
         self.callbacks.call("on_train_start", self)
         while self.epoch < self.config.epochs and not self.stop_training:
             self._run_epoch(self.epoch)
+        self._hand_back_layout()
         self.callbacks.call("on_train_end", self)
         self._emit({"event": "train_end", "epochs": self.config.epochs, "history": self.history})
         return self.history
