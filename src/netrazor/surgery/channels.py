@@ -5,8 +5,10 @@ comes from Torch-Pruning's ``DependencyGraph`` (Fang et al., "DepGraph", CVPR 20
 write a second one. This module wraps it behind two functions:
 
 - :func:`prunable_groups` lists the coupled channel sets of a model;
-- :func:`remove_channels` removes given channels on a deep copy, proves the result equal to the
-  original with those channels zeroed at their consumers, and returns the copy.
+- :func:`remove_channels` removes given channels (on a deep copy, or in place with
+  ``inplace=True``), proves the result equal to the original with those channels zeroed at their
+  consumers, and returns the smaller model (optionally with the kept indices of every cut
+  parameter, for carrying optimizer state over).
 
 Indices always refer to the ORIGINAL model. Requests for modules in the same coupled group
 (e.g. two convolutions added in a residual) are merged (union) in the group's root index space.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Union
 
 import torch
 from torch import nn
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 MASKABLE_CONSUMERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+# {parameter name: [(dim, kept indices of the ORIGINAL parameter), ...]}: the cuts, in the form
+# Trainer.rebuild_optimizer(index_maps=...) takes to slice momentum / Adam moments.
+IndexMaps = dict[str, list[tuple[int, torch.Tensor]]]
 
 
 @dataclass
@@ -202,6 +208,103 @@ def _masked_reference(model: nn.Module, plan: list[tuple[Group, set[int]]]) -> n
     return ref
 
 
+class _Snapshot:
+    """Every module's parameters, buffers and plain attributes (out_channels, num_features …), so an
+    in-place removal that fails can put the model back exactly. Torch-Pruning and the tagging below
+    re-assign tensors and attributes, they never write into the old ones, so shallow copies suffice."""
+
+    def __init__(self, model: nn.Module):
+        self.items = [(m, dict(m._parameters), dict(m._buffers),
+                       {k: v for k, v in vars(m).items() if not k.startswith("_")}) for m in model.modules()]
+
+    def restore(self) -> None:
+        for module, params, buffers, attrs in self.items:
+            module._parameters.clear()
+            module._parameters.update(params)
+            module._buffers.clear()
+            module._buffers.update(buffers)
+            vars(module).update(attrs)
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    module_name, _, attr = name.rpartition(".")
+    return (model.get_submodule(module_name) if module_name else model), attr
+
+
+def _kept_per_dim(tag: torch.Tensor, shape: torch.Size) -> list[tuple[int, torch.Tensor]]:
+    """Decode which entries of a parameter of ``shape`` survived, from its pruned flat-index tag.
+
+    Returns ``[(dim, kept indices)]`` for the dims that changed; raises ``SurgeryError`` when the
+    survivors are not a per-dimension selection (then no index map could describe the cut).
+    """
+    flat = tag.to(torch.int64)
+    strides, step = [], 1
+    for size in reversed(shape):  # row-major strides of the original
+        strides.insert(0, step)
+        step *= size
+    cuts = []
+    for dim, (size, stride) in enumerate(zip(shape, strides)):
+        coord = (flat // stride) % size
+        kept = coord.movedim(dim, 0).reshape(flat.shape[dim], -1)[:, 0] if flat.numel() else coord.new_zeros(0)
+        if kept.numel() != size or not torch.equal(kept, torch.arange(size)):
+            cuts.append((dim, kept.clone()))
+    expected = torch.arange(step).reshape(shape)
+    for dim, kept in cuts:
+        expected = expected.index_select(dim, kept)
+    if not torch.equal(expected, flat):
+        raise SurgeryError("Torch-Pruning cut a parameter in a way that is not a selection along its dimensions; "
+                           "remove_channels cannot describe it — leave that group out.")
+    return cuts
+
+
+def _prune_plan(work: nn.Module, dg, plan: list[tuple[Group, set[int]]], skip: set) -> IndexMaps:
+    """Prune ``plan`` on ``work`` and return the index maps of every parameter that was cut.
+
+    How the cuts are known exactly: before pruning, every parameter is swapped for a float64 tag
+    holding its flat indices (0, 1, 2, …); Torch-Pruning index-selects the tags like any weight, so
+    the surviving values name the surviving entries. The real parameters are then sliced with those
+    indices (keeping dtype, requires_grad and any grad) and the uncut ones are put back as the SAME
+    Parameter objects, so an optimizer's state for them stays attached. ``skip``: parameters the
+    dependency graph holds by identity (ids of unwrapped nn.Parameters); they are pruned as they are.
+    """
+    originals = {n: p for n, p in work.named_parameters() if id(p) not in skip}
+    for name, param in originals.items():
+        module, attr = _owner(work, name)
+        module._parameters[attr] = nn.Parameter(
+            torch.arange(param.numel(), dtype=torch.float64, device=param.device).reshape(param.shape),
+            requires_grad=False)
+    for group, roots in plan:
+        root_mod = work.get_submodule(group.root)
+        pruner = dg.get_pruner_of_module(root_mod)
+        tp_group = dg.get_pruning_group(root_mod, pruner.prune_out_channels, sorted(roots))
+        try:
+            tp_group.prune()
+        except Exception as exc:  # Torch-Pruning raises plain errors on layers it cannot cut
+            raise SurgeryError(f"Torch-Pruning could not remove channels of group {group.root!r} ({exc}); "
+                               "the model is left unchanged — leave that group out.") from exc
+        log.debug("removed %d channels of group %s", len(roots), group.root)
+    maps: IndexMaps = {}
+    for name, original in originals.items():
+        module, attr = _owner(work, name)
+        tag = module._parameters[attr].detach()
+        if tag.shape == original.shape:
+            module._parameters[attr] = original
+            continue
+        cuts = _kept_per_dim(tag.cpu(), original.shape)
+        data, grad = original.detach(), original.grad
+        for dim, kept in cuts:
+            data = data.index_select(dim, kept.to(data.device))
+            grad = grad.index_select(dim, kept.to(grad.device)) if grad is not None else None
+        new = nn.Parameter(data.clone(), requires_grad=original.requires_grad)
+        new.grad = grad
+        module._parameters[attr] = new
+        maps[name] = cuts
+    return maps
+
+
+RemoveResult = Union[nn.Module, tuple[nn.Module, IndexMaps]]
+
+
 def remove_channels(
     model: nn.Module,
     channels: Mapping[str, Sequence[int]],
@@ -209,21 +312,37 @@ def remove_channels(
     *,
     check: bool = True,
     rtol: float = 1e-5,
-) -> nn.Module:
+    inplace: bool = False,
+    return_index_maps: bool = False,
+) -> RemoveResult:
     """Physically remove output channels/units and everything coupled to them.
 
     ``channels`` maps a module name (a Conv/Linear, see :func:`prunable_groups`) to the indices
-    of its output channels to remove, in the original model's numbering. Works on a deep copy:
-    the given model is never modified; the smaller copy is returned.
+    of its output channels to remove, in the original model's numbering.
 
-    With ``check`` the copy is compared with the original whose consumers see zeros at the
+    ``inplace=False`` (default) works on a deep copy: the given model is never modified; the
+    smaller copy is returned. ``inplace=True`` shrinks ``model`` itself and returns it: every
+    module object stays (hooks and references to modules keep working) and every parameter that was
+    not cut stays the same ``nn.Parameter`` object; cut parameters are new objects (same dtype,
+    ``requires_grad`` and sliced ``.grad``), so an optimizer must be rebuilt — e.g. a Trainer's
+    ``rebuild_optimizer(index_maps=...)`` with the maps below. If anything fails (Torch-Pruning,
+    the model no longer runs, the equivalence check) the model is restored exactly and
+    ``SurgeryError`` is raised, in both modes.
+
+    ``return_index_maps=True`` returns ``(model, index_maps)`` with ``index_maps = {parameter
+    name: [(dim, kept indices of the original parameter), ...]}`` for every parameter that was cut
+    (buffers such as BN running statistics are cut too, but are not listed).
+
+    With ``check`` the result is compared with the original whose consumers see zeros at the
     removed channels (exactly what removal means); a mismatch above ``rtol`` raises
     :class:`SurgeryError`. Groups with consumers we cannot mask (not Conv/Linear) are removed
     without that check (logged).
     """
+    was_training = model.training
+    work = model if inplace else copy.deepcopy(model)
+    maps: IndexMaps = {}
     if not channels:
-        return copy.deepcopy(model)
-    work = copy.deepcopy(model)
+        return (work, maps) if return_index_maps else work
     dg = build_graph(work, example_input)
     groups = _all_groups(work, dg)
     merged: dict[str, tuple[Group, set[int]]] = {}
@@ -241,27 +360,25 @@ def remove_channels(
                 "keep at least one channel (or remove the whole layer another way)."
             )
     plan = [(g, r) for g, r in merged.values() if r]
-    reference = _masked_reference(model, plan) if check else None
-    for group, roots in plan:
-        root_mod = work.get_submodule(group.root)
-        pruner = dg.get_pruner_of_module(root_mod)
-        tp_group = dg.get_pruning_group(root_mod, pruner.prune_out_channels, sorted(roots))
-        try:
-            tp_group.prune()
-        except Exception as exc:  # Torch-Pruning raises plain errors on layers it cannot cut
-            raise SurgeryError(f"Torch-Pruning could not remove channels of group {group.root!r} ({exc}); "
-                               "the model is left unchanged — leave that group out.") from exc
-        log.debug("removed %d channels of group %s", len(roots), group.root)
+    reference = _masked_reference(model, plan) if check else None  # taken before anything changes
+    snapshot = _Snapshot(work) if inplace else None
     try:
-        with torch.no_grad():
-            work.eval()(_first_input(example_input))
-    except Exception as exc:
-        raise SurgeryError(f"the model no longer runs after removing channels ({exc}); the coupling of "
-                           "some op is not understood — the original model is left unchanged.") from exc
-    work.train(model.training)
-    if check:
-        if reference is None:
-            log.warning("remove_channels: a group has consumers that cannot be masked; equivalence not checked.")
-        else:
-            check_equivalence(reference, work, example_input, rtol=rtol, what="remove_channels")
-    return work
+        maps = _prune_plan(work, dg, plan, skip={id(p) for p in getattr(dg, "_param_to_name", {})})
+        try:
+            with torch.no_grad():
+                work.eval()(_first_input(example_input))
+        except Exception as exc:
+            raise SurgeryError(f"the model no longer runs after removing channels ({exc}); the coupling of "
+                               "some op is not understood — the original model is left unchanged.") from exc
+        finally:
+            work.train(was_training)
+        if check:
+            if reference is None:
+                log.warning("remove_channels: a group has consumers that cannot be masked; equivalence not checked.")
+            else:
+                check_equivalence(reference, work, example_input, rtol=rtol, what="remove_channels")
+    except BaseException:
+        if snapshot is not None:
+            snapshot.restore()
+        raise
+    return (work, maps) if return_index_maps else work
