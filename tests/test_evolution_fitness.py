@@ -100,17 +100,22 @@ def test_kl_is_zero_for_identical_logits_and_positive_otherwise():
     assert abs(float(d[0])) < 1e-6 and float(d[1]) > 1e-4
 
 
-def test_measure_throughput_reports_both_evaluators_with_equal_fitness():
+def test_measure_throughput_reports_every_evaluator_with_equal_fitness():
     from netrazor.methods.evolution import measure_throughput
+    from netrazor.methods.evolution.throughput import EVALUATORS
 
     torch.manual_seed(0)
-    res = measure_throughput(TinyCNN(), torch.randn(16, 1, 16, 16), candidates=6, repeats=1)
+    res = measure_throughput(TinyCNN(), torch.randn(16, 1, 16, 16), candidates=6, repeats=2)
     assert set(res["layers"]) == {"conv", "fc1", "fc2"}
+    assert res["default_evaluator"] == "delta"
     for r in res["layers"].values():
-        assert r["looped_per_s"] > 0 and r["vectorised_per_s"] > 0
-        assert r["ratio"] == pytest.approx(r["vectorised_per_s"] / r["looped_per_s"])
-        assert r["max_abs_diff"] < 1e-6
-    assert res["overall"]["ratio"] > 0
+        assert r["looped_per_s"] > 0
+        assert set(r["evaluators"]) == set(EVALUATORS)
+        for e in r["evaluators"].values():
+            assert e["per_s"] > 0 and e["ratio"] > 0
+            assert e["max_abs_diff"] < 1e-6
+        assert r["ratio"] == r["evaluators"]["delta"]["ratio"]
+    assert res["overall"]["ratio"] == res["overall"]["evaluators"]["delta"]["ratio"] > 0
 
 
 def test_divergence_plot_is_written(tmp_path):

@@ -12,10 +12,9 @@ Two evaluators with the same answer:
                         layer's batched output (measured: on LeNet-5, conv1 evaluates fastest
                         one candidate at a time, fc1 with all 32 at once — cache, not flops).
 
-For models too large for ``vmap`` memory even at small chunks, the documented route is to shard
-the population across worker processes (each holding a copy of the student and the same fixed
-batch) and call ``LoopedFitness`` or a small-chunk ``VectorisedFitness`` there; not implemented
-here because these machines have two cores (see docs/methods/evolution.md).
+The default evaluator is ``delta.DeltaFitness`` (only what a candidate changes is recomputed);
+for models too large for batched evaluation, ``workers.WorkerFitness`` shards the population
+over forked processes running ``LoopedFitness`` (see ``make_fitness``).
 """
 
 from __future__ import annotations
@@ -80,8 +79,23 @@ class VectorisedFitness:
         return torch.cat(out)
 
 
+EVALUATORS = ("delta", "vectorised", "looped", "workers")
+
+
 def make_fitness(kind: str, model: nn.Module, layer_name: str, x: torch.Tensor, teacher_logits: torch.Tensor,
-                 divergence: Divergence, chunk_size: int | None = None):
+                 divergence: Divergence, chunk_size: int | None = None, workers: int = 2):
+    """``kind``: "delta" (``delta.DeltaFitness``: weight deltas on the touched channels, falls back
+    to "vectorised" where it does not apply), "vectorised" (vmap over the suffix), "looped", or
+    "workers" (``workers.WorkerFitness``: "looped" sharded over ``workers`` forked processes, for
+    models too large for batched evaluation; call its ``close()`` when the step is done)."""
+    if kind == "workers":
+        from netrazor.methods.evolution.workers import WorkerFitness
+
+        return WorkerFitness(model, layer_name, x, teacher_logits, divergence, workers=workers)
     if kind == "looped":
         return LoopedFitness(model, layer_name, x, teacher_logits, divergence)
+    if kind == "delta":
+        from netrazor.methods.evolution.delta import DeltaFitness
+
+        return DeltaFitness(model, layer_name, x, teacher_logits, divergence, chunk_size)
     return VectorisedFitness(model, layer_name, x, teacher_logits, divergence, chunk_size)

@@ -43,7 +43,7 @@ from netrazor.errors import ConfigError
 from netrazor.methods.evolution import genetics
 from netrazor.methods.evolution.distill import distill_loss_fn, finetune_with_masks
 from netrazor.methods.evolution.divergence import Divergence, resolve_divergence
-from netrazor.methods.evolution.fitness import make_fitness
+from netrazor.methods.evolution.fitness import EVALUATORS, make_fitness
 from netrazor.methods.evolution.saliency import candidate_pool, fisher_diagonal, saliency
 from netrazor.methods.evolution.targets import keep_counts
 from netrazor.methods.masks import apply_masks, densities, density, masks_from_weights, prunable_layers
@@ -80,7 +80,12 @@ class EvolutionMethod:
                        (LeNet-5, recipe lr 0.05: val accuracy 98.6 % -> 9 % after one epoch).
       alpha            distillation weight of the fine-tune loss (1 = pure KL, no labels).
       eval_split, eval_size   the fixed evaluation batch (never the test split).
-      evaluator        "vectorised" (default) | "looped" (reference; same numbers, slower).
+      evaluator        "delta" (default: weight deltas on the touched channels, see ``delta``) |
+                       "vectorised" (vmap over the fx suffix) | "looped" (reference, one forward
+                       per candidate) | "workers" (looped, sharded over ``workers`` forked
+                       processes: for models too large for batched evaluation). Same fitness
+                       values up to float rounding.
+      workers          processes of the "workers" evaluator.
       chunk_size       candidates per vmap call (None: sized from the layer's output).
       seed             same seed, same data, same machine → same masks.
       progress         optional callable receiving one dict per step and per cycle (default: the
@@ -108,8 +113,9 @@ class EvolutionMethod:
     alpha: float = 1.0
     eval_split: str = "val"
     eval_size: int = 256
-    evaluator: str = "vectorised"
+    evaluator: str = "delta"
     chunk_size: int | None = None
+    workers: int = 2
     seed: int = 0
     progress: Callable[[dict], None] | None = field(default=None, repr=False)
 
@@ -121,7 +127,7 @@ class EvolutionMethod:
         checks = [
             (self.eval_split in EVAL_SPLITS, f"eval_split={self.eval_split!r} is not allowed; use 'val' (default) or "
              "'train' — the test split is only for the final number."),
-            (self.evaluator in ("vectorised", "looped"), f"unknown evaluator {self.evaluator!r}; use 'vectorised' or 'looped'."),
+            (self.evaluator in EVALUATORS, f"unknown evaluator {self.evaluator!r}; use one of {', '.join(EVALUATORS)}."),
             (self.population >= 1 and 1 <= self.elite <= self.population,
              f"need population >= 1 and 1 <= elite <= population, got {self.population}/{self.elite}."),
             (self.generations >= 1 and self.cycles >= 1, "generations and cycles must be >= 1; pass positive integers."),
@@ -133,6 +139,7 @@ class EvolutionMethod:
              f"unknown divergence {self.divergence!r}; choose one of {', '.join(DIVERGENCES)} or pass a callable."),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}; 4.0 is the usual choice."),
             (self.eval_size >= 1 and self.finetune_epochs >= 0, "eval_size must be >= 1 and finetune_epochs >= 0."),
+            (isinstance(self.workers, int) and self.workers >= 1, f"workers must be an int >= 1, got {self.workers!r}."),
         ]
         densities = self.targets.values() if isinstance(self.targets, dict) else [self.targets]
         checks.append((all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in densities),
@@ -176,9 +183,16 @@ class EvolutionMethod:
         """Search the best set of ``k`` weights to zero in ``layer_name``; returns the best set
         (flat indices), its divergence, the greedy set's divergence and counters. Does not commit."""
         pool = candidate_pool(score, alive, k, self.pool_factor)
-        fitness = make_fitness(self.evaluator, student, layer_name, x, teacher_logits, divergence, self.chunk_size)
-        numel = alive.numel()
+        fitness = make_fitness(self.evaluator, student, layer_name, x, teacher_logits, divergence, self.chunk_size,
+                               self.workers)
+        try:
+            return self._search(fitness, pool, k, alive.numel(), g)
+        finally:
+            close = getattr(fitness, "close", None)  # worker processes live for one step
+            if close is not None:
+                close()
 
+    def _search(self, fitness, pool: torch.Tensor, k: int, numel: int, g: torch.Generator) -> dict:
         def as_zero_sets(members: torch.Tensor) -> torch.Tensor:
             zs = torch.zeros(members.shape[0], numel, dtype=torch.bool)
             zs[:, pool] = members
