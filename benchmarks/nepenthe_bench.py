@@ -9,9 +9,10 @@ runs the method through ``netrazor.methods.entropy_depth``, measures everything 
 ``benchmarks/results/<task>-quick/`` so they never pass for full runs).
 
 Schedules (reduced to fit a few CPU hours on 2 cores; docs/methods/nepenthe.md):
-  fmnist-vgg11      VGG-11 (BN) width x0.5 on Fashion-MNIST; dense: the vgg11/fashion-mnist recipe
-                    for --epochs (default 8); methods: <= 6 rounds x 1 retraining epoch at 0.2 x the
-                    recipe's lr, delta 1 pt; entropy on 10 000 training images.
+  fmnist-vgg11      VGG-11 (BN) width x0.25 on Fashion-MNIST (the fmnist-vgg11 recipe's model);
+                    dense: the vgg11/fashion-mnist recipe for --epochs (default 10); methods: <= 6
+                    rounds x 1 retraining epoch at 0.2 x the recipe's lr, delta 1 pt; entropy on
+                    10 000 training images; approximate folds: 1 distillation epoch each.
   cifar10-resnet20  ResNet-20 on CIFAR-10; dense: the resnet20/cifar10 recipe for --epochs
                     (default 20); methods as above.
   layer-folding     trains rounds x retrain_epochs - 1 epochs with the penalty, then 1 fine-tune
@@ -39,7 +40,7 @@ from netrazor.train import default_config
 log = logging.getLogger("nepenthe_bench")
 
 TASKS = {
-    "fmnist-vgg11": dict(model="vgg11", data="fashion-mnist", width=0.5, epochs=8),
+    "fmnist-vgg11": dict(model="vgg11", data="fashion-mnist", width=0.25, epochs=10),
     "cifar10-resnet20": dict(model="resnet20", data="cifar10", width=1.0, epochs=20),
 }
 
@@ -56,6 +57,12 @@ def parse_args(argv=None):
     p.add_argument("--delta", type=float, default=0.01, help="allowed validation accuracy drop (fraction)")
     p.add_argument("--entropy-samples", type=int, default=10000)
     p.add_argument("--retrain-lr-scale", type=float, default=0.2, help="retraining lr = this x the recipe's lr")
+    p.add_argument("--order", choices=("entropy", "foldable-first"), default="foldable-first",
+                   help="EASIER's choice of the next rectifier (DepthKnobs.order)")
+    p.add_argument("--approx-fold", choices=("off", "lstsq", "centre"), default="lstsq",
+                   help="approximate folding of linearised padded conv pairs (DepthKnobs.approx_fold)")
+    p.add_argument("--approx-epochs", type=int, default=1)
+    p.add_argument("--tag", default="", help="suffix of the record's method name (e.g. -entropy-order)")
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--cache", default="runs/bench-dense")
     return p.parse_args(argv)
@@ -81,7 +88,8 @@ def main(argv=None) -> Path:
     adapter = Adapter(data=data, train_config=config)
     bytes_dense = model_bytes(model)
     knobs = dict(delta=args.delta, retrain_epochs=args.retrain_epochs, entropy_samples=args.entropy_samples,
-                 retrain_lr=config.lr * args.retrain_lr_scale)
+                 retrain_lr=config.lr * args.retrain_lr_scale, order=args.order, approx_fold=args.approx_fold,
+                 approx_epochs=args.approx_epochs)
     rounds = args.rounds or (3 if args.quick else 6)
     if args.method == "layer-folding":
         knobs.update(train_epochs=max(1, rounds * args.retrain_epochs - 1), finetune_epochs=1)
@@ -99,7 +107,7 @@ def main(argv=None) -> Path:
         fields["train_seconds_dense"] = train_seconds
     # Quick runs go to their own task folder (<task>-quick) so no table mistakes them for the claim.
     task_name = f"{args.task}-quick" if args.quick else args.task
-    record = make_record(task_name, args.method, args.seed, task["model"], task["data"], bytes=model_bytes(out),
+    record = make_record(task_name, args.method + args.tag, args.seed, task["model"], task["data"], bytes=model_bytes(out),
                          bytes_dense=bytes_dense, extra=extra, **fields)
     path = write_record(record, args.results)
     log.info("wrote %s: layers %s -> %s, val error %.4f -> %.4f, MACs %s -> %s, latency b1 %.3f -> %.3f ms",

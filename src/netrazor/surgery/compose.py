@@ -144,6 +144,29 @@ def compose_conv(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:
     return _new_conv(w, bias, stride, a.padding, a.weight.dtype)
 
 
+def centre_tap(c: nn.Conv2d) -> nn.Conv2d:
+    """A zero-padded k×k conv applied to a 1×1 map, as a 1×1 conv without padding.
+
+    Output (0, 0) reads input 0·s − p + u, so the single real pixel sits under tap u = p; every
+    other tap reads padding zeros. The caller must know the map is 1×1 (and the output 1×1).
+    """
+    _check_plain_conv(c)
+    k, p = _pair(c.kernel_size), _pair(c.padding)
+    if p[0] >= k[0] or p[1] >= k[1]:
+        raise NotExact("padding at least the kernel size: the real pixel is read by no tap")
+    w = c.weight.detach().double()[:, :, p[0]:p[0] + 1, p[1]:p[1] + 1]
+    return _new_conv(w, _bias(c, w.shape[0]), 1, 0, c.weight.dtype, groups=c.groups)
+
+
+def pointwise_as_linear(c: nn.Conv2d) -> nn.Linear:
+    """A 1×1 conv without padding as the Linear it is on one pixel (grouped convs become dense)."""
+    _check_plain_conv(c)
+    if _pair(c.kernel_size) != (1, 1) or _pair(c.padding) != (0, 0):
+        raise NotExact("only a 1×1 conv without padding is a Linear on a 1×1 map")
+    w = dense_conv_weight(c)[:, :, 0, 0]
+    return _new_linear(w, _bias(c, w.shape[0]), c.weight.dtype)
+
+
 def _place(w_small: torch.Tensor, kernel: tuple[int, int], offset: tuple[int, int]) -> torch.Tensor:
     kh, kw = w_small.shape[2:]
     if offset[0] < 0 or offset[1] < 0 or offset[0] + kh > kernel[0] or offset[1] + kw > kernel[1]:

@@ -15,6 +15,13 @@ Rules, applied until none fires (each one exact in eval mode, see :mod:`compose`
   timed on CPU at batch 1 and 64 and the faster is kept (``time_kernels``), and the report says which;
 - ``conv(x) + x`` and ``conv(x) + proj(x)`` (a residual whose branch became one conv, and its
   identity or projection shortcut) become one conv (delta kernel / shortcut taps added).
+- a conv before a floor-mode pool that never reads its last rows/columns (2×2 pool on 7×7) pads
+  asymmetrically (``F.pad``) and skips them (``trim_borders``; timed, kept only when faster);
+- shape-aware (the example input fixes the feature-map sizes): a zero-padded k×k conv on a 1×1
+  map becomes a 1×1 conv (only its centre tap ever reads data); an adaptive pool whose output size
+  equals its input size is dropped; a 1×1 conv on a 1×1 map followed by flatten and a Linear
+  becomes one Linear. So the stages of a VGG that run at 1×1 (28×28 inputs reach 1×1 after four
+  pools) fold exactly into the classifier once their rectifiers are linear.
 
 Limits: only plain ``nn.Conv2d`` (zero padding, dilation 1) and ``nn.Linear``, BN with running
 stats (eval semantics); modules called more than once are left alone; ops between two layers
@@ -31,6 +38,7 @@ import operator
 from collections import Counter
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 _ADD = {operator.add, operator.iadd, torch.add}
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+# ops that compute each output position from the same input position only (a border crop passes them)
+_PER_POSITION = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Identity, nn.Dropout)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -76,8 +86,10 @@ def _chain_macs(a, b, new, a_out, b_out) -> tuple[int, int] | None:
 
 
 class _Folder:
-    def __init__(self, gm: fx.GraphModule, time_kernels: bool, repeats: int):
+    def __init__(self, gm: fx.GraphModule, time_kernels: bool, repeats: int, trim: bool = False, example=None):
         self.gm = gm
+        self.trim = trim
+        self.example = example
         self.time_kernels = time_kernels
         self.repeats = repeats
         self.folds: list[dict] = []
@@ -250,8 +262,144 @@ class _Folder:
             return True
         return False
 
+    # -- shape-aware rules (exact because of the feature-map size the example input gives) ---
+    def centre_tap(self, node) -> bool:
+        """A zero-padded k×k conv on a 1×1 map is a 1×1 conv: only the centre tap reads data."""
+        c = self.module(node, nn.Conv2d)
+        if c is None or self.uses[node.target] != 1 or tuple(c.kernel_size) == (1, 1):
+            return False
+        s_in, s_out = self.in_shape(node.args[0]), self.in_shape(node)
+        if s_in is None or s_out is None or tuple(s_in[1:]) != (1, 1) or tuple(s_out[1:]) != (1, 1):
+            return False
+        try:
+            new = compose.centre_tap(c)
+        except NotExact:
+            return False
+        self.set_module(node, new)
+        self.folds.append({"kind": "centre-tap", "into": node.target, "from": [node.target],
+                           "kernel": list(c.kernel_size), "spatial": [1, 1]})
+        return True
+
+    def drop_noop_pool(self, node) -> bool:
+        """An adaptive pool whose output size equals its input size is the identity (one pixel per bin)."""
+        if self.module(node, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) is None:
+            return False
+        s_in, s_out = self.in_shape(node.args[0]), self.in_shape(node)
+        if s_in is None or s_out is None or tuple(s_in) != tuple(s_out):
+            return False
+        node.replace_all_uses_with(node.args[0])
+        self.gm.graph.erase_node(node)
+        self.folds.append({"kind": "noop-pool", "into": None, "from": [node.target]})
+        return True
+
+    def _flatten_source(self, node):
+        """``x`` when ``node`` is flatten(x) from dim 1 to the end, else None."""
+        if not isinstance(node, fx.Node) or not node.args:
+            return None
+        if node.op == "call_module":
+            m = self.gm.get_submodule(node.target)
+            if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1 and self.uses[node.target] == 1:
+                return node.args[0]
+            return None
+        if node.op == "call_function" and node.target is torch.flatten or node.op == "call_method" and node.target == "flatten":
+            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+            end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+            return node.args[0] if start == 1 and end == -1 else None
+        return None
+
+    def fold_conv_flatten_linear(self, node) -> bool:
+        """conv on a 1×1 map (1×1 kernel, no padding) → flatten → Linear is one Linear on the flattened input."""
+        lin = self.module(node, nn.Linear)
+        if lin is None or self.uses[node.target] != 1 or not node.args:
+            return False
+        flat = node.args[0]
+        src = self._flatten_source(flat)
+        conv = self.module(src, nn.Conv2d)
+        if conv is None or not self.private(src) or len(flat.users) != 1:
+            return False
+        s_in, s_out = self.in_shape(src.args[0]), self.in_shape(src)
+        if s_in is None or s_out is None or tuple(s_in[1:]) != (1, 1) or tuple(s_out[1:]) != (1, 1):
+            return False
+        key = ("conv-linear", src.target, node.target)
+        if key in self.declined:
+            return False
+        try:
+            new = compose.compose_linear(compose.pointwise_as_linear(conv), lin)
+        except NotExact as exc:
+            self.refuse(key, "linear", [src.target, node.target], str(exc))
+            return False
+        if new.weight.numel() > conv.weight.numel() + lin.weight.numel():
+            self.refuse(key, "linear", [src.target, node.target], "declined: the composed linear would have more parameters")
+            return False
+        self.set_module(node, new)
+        flat.args = (src.args[0],) + tuple(flat.args[1:])
+        self.gm.graph.erase_node(src)
+        self.folds.append({"kind": "conv-linear", "into": node.target, "from": [src.target, node.target]})
+        return True
+
+    def trim_unread_border(self, node) -> bool:
+        """A conv whose last rows/columns a floor-mode pool never reads computes them for nothing.
+
+        Max-pool 2×2 on a 7×7 map reads rows 0–5 only (3×3 on 3×3: rows 0–1). The conv feeding it
+        (through per-position ops: BN, rectifiers, identities) then pads asymmetrically instead:
+        ``F.pad`` (p left/top, p − r right/bottom) and the conv without padding gives exactly the
+        rows the pool reads. One more op, fewer MACs: timed like enlarged kernels.
+        """
+        pool = self.module(node, (nn.MaxPool2d, nn.AvgPool2d))
+        if pool is None or getattr(pool, "ceil_mode", False) or compose._pair(pool.padding) != (0, 0):
+            return False
+        if isinstance(pool, nn.MaxPool2d) and compose._pair(pool.dilation) != (1, 1):
+            return False
+        k = compose._pair(pool.kernel_size)
+        st = compose._pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        s_in, s_out = self.in_shape(node.args[0]), self.in_shape(node)
+        if s_in is None or s_out is None or len(s_in) != 3:
+            return False
+        r = tuple(s_in[1 + d] - ((s_out[1 + d] - 1) * st[d] + k[d]) for d in (0, 1))
+        if max(r) <= 0:
+            return False
+        cur, chain = node.args[0], []
+        while isinstance(cur, fx.Node) and cur.op == "call_module" and self.uses[cur.target] == 1 and len(cur.users) == 1 \
+                and isinstance(self.gm.get_submodule(cur.target), _PER_POSITION):
+            chain.append(self.gm.get_submodule(cur.target))
+            cur = cur.args[0]
+        conv = self.module(cur, nn.Conv2d)
+        if conv is None or not self.private(cur) or ("trim", cur.target) in self.declined:
+            return False
+        p = compose._pair(conv.padding)
+        if isinstance(conv.padding, str) or compose._pair(conv.stride) != (1, 1) or compose._pair(conv.dilation) != (1, 1) \
+                or conv.padding_mode != "zeros" or any(p[d] < max(r[d], 0) for d in (0, 1)):
+            return False
+        r = (max(r[0], 0), max(r[1], 0))
+        pads = (p[1], p[1] - r[1], p[0], p[0] - r[0])  # F.pad order: left, right, top, bottom
+        new = copy.deepcopy(conv)
+        new.padding = (0, 0)
+        record = {"kind": "trim", "into": cur.target, "from": [cur.target, node.target], "rows_cols_dropped": list(r)}
+        shape = self.in_shape(cur.args[0])
+        if self.time_kernels and shape is not None:
+            timing = compare_forms(nn.Sequential(conv, *chain, pool), nn.Sequential(nn.ZeroPad2d(pads), new, *chain, pool),
+                                   shape, repeats=self.repeats)
+            record["timing"], record["kept"] = timing, timing["keep"]
+        else:
+            record["kept"] = "folded"
+        self.declined.add(("trim", cur.target))
+        self.folds.append(record)
+        if record["kept"] == "unfolded":
+            return False
+        with self.gm.graph.inserting_before(cur):
+            pad = self.gm.graph.call_function(F.pad, (cur.args[0], pads))
+        cur.args = (pad,) + tuple(cur.args[1:])
+        self.set_module(cur, new)
+        self.gm.recompile()
+        if self.example is not None:  # the maps between the conv and the pool shrank: refresh shapes
+            ShapeProp(self.gm).propagate(self.example)
+        return True
+
     def run(self) -> None:
-        rules = (self.drop_identity, self.fold_bn, self.fold_bn_forward, self.fold_chain, self.fold_add)
+        rules = (self.drop_identity, self.fold_bn, self.fold_bn_forward, self.centre_tap, self.drop_noop_pool,
+                 self.fold_chain, self.fold_conv_flatten_linear, self.fold_add)
+        if self.trim:
+            rules = rules + (self.trim_unread_border,)
         changed = True
         while changed:
             changed = False
@@ -269,6 +417,7 @@ def fold_linear_sections(
     time_kernels: bool = True,
     timing_repeats: int = 15,
     strict: bool = False,
+    trim_borders: bool = True,
 ) -> tuple[nn.Module, dict]:
     """Fold every linear section of ``model`` into fewer ops, exactly; returns ``(model, report)``.
 
@@ -280,7 +429,9 @@ def fold_linear_sections(
     Knobs: ``time_kernels`` — time enlarged-kernel folds against the two-conv form and keep the
     faster (else keep the fold when it has fewer MACs); ``strict`` — raise SurgeryError when any
     section that could be folded is refused (inexact padding, shared module …) instead of keeping
-    it unfolded; ``rtol`` of the final equivalence check (on ``example_input`` and random inputs).
+    it unfolded; ``rtol`` of the final equivalence check (on ``example_input`` and random inputs);
+    ``trim_borders`` — let a conv skip the rows/columns a following floor-mode pool never reads
+    (asymmetric ``F.pad`` + unpadded conv; timed like enlarged kernels).
     """
     batches = as_batches(example_input)
     gm = trace(copy.deepcopy(model).eval())
@@ -288,7 +439,7 @@ def fold_linear_sections(
         ShapeProp(gm).propagate(batches[0][:1])
     except Exception as exc:
         raise SurgeryError(f"could not run the traced model on the example input ({exc}); check its shape.") from exc
-    folder = _Folder(gm, time_kernels, timing_repeats)
+    folder = _Folder(gm, time_kernels, timing_repeats, trim=trim_borders, example=batches[0][:1])
     folder.run()
     real_refusals = [r for r in folder.refused if not r["reason"].startswith("declined")]
     if strict and real_refusals:

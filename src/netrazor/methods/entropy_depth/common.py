@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from netrazor.errors import ConfigError
+from netrazor.methods.entropy_depth.approx import approximate_folds
 from netrazor.methods.entropy_depth.entropy import LayerEntropy, find_rectifiers, rectifier_entropy
 from netrazor.methods.entropy_depth.finish import finish
 from netrazor.methods.entropy_depth.measure import measure_cost, paired_latency
@@ -43,6 +44,16 @@ class DepthKnobs:
     retrain_lr       learning rate of the retraining between rounds (None: the recipe's). [REC]
                      A fine-tuning rate (e.g. 0.2 x the recipe's) keeps a heavily pruned net from
                      diverging in a one-epoch cosine cycle.
+    order            which rectifier EASIER linearises next: "entropy" (the paper: lowest H_l) or
+                     "foldable-first" [REC] (lowest H_l among rectifiers whose linearisation lets
+                     surgery remove a layer, exactly or approximately -- surgery.foldable -- then
+                     the others): the accuracy budget goes where it buys latency first.
+    approx_fold      "off", "lstsq" or "centre": after the rounds, replace each linearised pair of
+                     zero-padded convs by one conv fitted on real activations, distil-fine-tune
+                     and keep it only within delta (approx.py; surgery.approximate) [REC].
+    approx_epochs    distillation epochs after each approximate fold.
+    approx_lr        their learning rate (None: retrain_lr).
+    approx_temperature, approx_alpha   distillation temperature and weight of the KL term.
     """
 
     delta: float = 0.01
@@ -57,6 +68,12 @@ class DepthKnobs:
     eval_test: bool = True
     finish_samples: int = 1024
     retrain_lr: float | None = None
+    order: str = "foldable-first"
+    approx_fold: str = "lstsq"
+    approx_epochs: int = 1
+    approx_lr: float | None = None
+    approx_temperature: float = 4.0
+    approx_alpha: float = 0.9
 
     def __post_init__(self) -> None:
         self._check()
@@ -68,17 +85,25 @@ class DepthKnobs:
             raise KnobError("rounds and retrain_epochs must be >= 0.")
         if self.entropy_split not in ("train", "val", "test"):
             raise KnobError(f"entropy_split must be train/val/test, got {self.entropy_split!r}.")
+        if self.order not in ("entropy", "foldable-first"):
+            raise KnobError(f"order must be 'entropy' or 'foldable-first', got {self.order!r}.")
+        if self.approx_fold not in ("off", "lstsq", "centre"):
+            raise KnobError(f"approx_fold must be 'off', 'lstsq' or 'centre', got {self.approx_fold!r}.")
+        if self.approx_epochs < 0 or not 0 <= self.approx_alpha <= 1:
+            raise KnobError("approx_epochs must be >= 0 and approx_alpha in [0, 1].")
 
     def knobs(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     # ------------------------------------------------------------------ shared steps
-    def retrain(self, model: nn.Module, adapter: Any, epochs: int, callbacks: Sequence[Any] = ()) -> Any:
+    def retrain(self, model: nn.Module, adapter: Any, epochs: int, callbacks: Sequence[Any] = (), loss_fn: Any = None) -> Any:
         overrides: dict[str, Any] = {} if self.retrain_lr is None else {"lr": self.retrain_lr}
         # A short retraining of a trained net needs no warm-up; a recipe's warm-up longer than the
         # retraining would be invalid anyway.
         if getattr(adapter.train_config, "warmup_epochs", 0) >= max(1, epochs):
             overrides["warmup_epochs"] = 0
+        if loss_fn is not None:
+            overrides["loss_fn"] = loss_fn
         return adapter.train(model, epochs=epochs, callbacks=list(callbacks), **overrides)
 
     def measure_entropy(self, model: nn.Module, adapter: Any) -> dict[str, LayerEntropy]:
@@ -128,8 +153,13 @@ class DepthKnobs:
         record: dict[str, Any],
     ) -> tuple[nn.Module, dict[str, Any]]:
         """Finish (dead channels, fold), measure after, fill the record."""
-        linearised_model = copy.deepcopy(model)
         batches = self.finish_batches(adapter)
+        if self.approx_fold != "off" and batches and batches[0].dim() == 4:
+            floor = record["val_accuracy_dense"] - self.delta
+            tried = {tuple(r["from"]) for r in record.get("approx_folds", [])}
+            model, reports = approximate_folds(model, adapter, self, floor, batches, skip=tried)
+            record["approx_folds"] = record.get("approx_folds", []) + reports
+        linearised_model = copy.deepcopy(model)
         model, report = finish(model, batches, fold=self.fold, remove_dead=self.remove_dead)
         # Training may leave weights channels_last while folded layers are new (contiguous): hand
         # back one layout, the one a plain NCHW input uses, so no layer pays a layout conversion.

@@ -2,7 +2,11 @@
 
 No weight pruning: each round measures the rectifier entropy, linearises the single
 still-nonlinear rectifier with the lowest H_l (``nn.Identity``; always-off channels zeroed first,
-see ``linearise``), retrains ``retrain_epochs``, and stops when validation accuracy falls more than
+see ``linearise``; with ``order="foldable-first"`` [REC] the lowest H_l among those whose
+linearisation lets surgery remove a layer, then the others),
+[REC] when the chosen rectifier sits between two zero-padded convs and ``approx_fold`` is on, the
+pair is folded into one fitted conv in the same round and the round's retraining distils from the
+model before the round; if that round breaks δ it is retried without the fold. retrains ``retrain_epochs``, and stops when validation accuracy falls more than
 ``delta`` below dense, keeping the last model within delta. [REC] Ties go to the earlier layer;
 the entropy split and the retraining recipe are shared with NEPENTHE so the two compare on the
 same footing.
@@ -17,10 +21,13 @@ from typing import Any
 
 from torch import nn
 
+from netrazor.errors import SurgeryError
+from netrazor.methods.entropy_depth.approx import distill_loss, fold_around
 from netrazor.methods.entropy_depth.common import DepthKnobs, entropy_table
 from netrazor.methods.entropy_depth.entropy import find_rectifiers
 from netrazor.methods.entropy_depth.graph import link_rectifiers
 from netrazor.methods.entropy_depth.linearise import linearise
+from netrazor.surgery.foldable import foldable_rectifiers
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,21 @@ class EasierMethod(DepthKnobs):
 
     rounds: int = 100
 
+    def fold_tiers(self, model: nn.Module, adapter: Any, active: list[str]) -> tuple[dict[str, int], dict[str, str]]:
+        """Ranks (0 first) and the fold each rectifier's linearisation allows ("exact"/"approximate").
+
+        With ``order="foldable-first"`` rectifiers that let surgery remove a layer rank 0, the others 1;
+        with ``order="entropy"`` all rank 0 (entropy alone decides).
+        """
+        try:
+            foldable = foldable_rectifiers(model, adapter.example_input(2), active)
+        except SurgeryError as exc:  # e.g. a model torch.fx cannot trace: entropy alone decides
+            log.info("no fold-aware order (%s)", exc)
+            foldable = {}
+        if self.order != "foldable-first":
+            return {n: 0 for n in active}, foldable
+        return {n: 0 if n in foldable else 1 for n in active}, foldable
+
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
         record = self.start(model, adapter, "easier")
         links = link_rectifiers(model)
@@ -38,21 +60,50 @@ class EasierMethod(DepthKnobs):
         best = copy.deepcopy(model)
         inexact = 0
         ent = None
+        no_fold: set[str] = set()  # rectifiers whose approximate fold a round refused
+        record["approx_folds"] = []
+        batches = self.finish_batches(adapter) if self.approx_fold != "off" else []
         for rnd in range(1, self.rounds + 1):
             ent = self.measure_entropy(model, adapter)
             active = [n for n, _ in find_rectifiers(model) if n in ent]
             if not active:
                 break
-            target = min(active, key=lambda n: (ent[n].entropy, active.index(n)))
+            tier, foldable = self.fold_tiers(model, adapter, active)
+            target = min(active, key=lambda n: (tier[n], ent[n].entropy, active.index(n)))
             inexact += linearise(model, target, ent[target], links.producer.get(target))
-            self.retrain(model, adapter, self.retrain_epochs)
+            fold_report, loss_fn = None, None
+            if foldable.get(target) == "approximate" and target not in no_fold and batches and batches[0].dim() == 4:
+                # fold the pair now, while the δ budget is unspent; the retraining distils from
+                # the model before this round, and the round's δ check decides
+                folded, fold_report = fold_around(model, target, batches, self.approx_fold)
+                if folded is None and fold_report is not None:  # the fit itself failed: plain round
+                    record["approx_folds"].append(fold_report)
+                    no_fold.add(target)
+                    fold_report = None
+                elif folded is not None:
+                    model = folded
+                    loss_fn = distill_loss(copy.deepcopy(best), self.approx_temperature, self.approx_alpha)
+                    fold_report["in_round"] = rnd
+                    fold_report["val_accuracy_fit"] = float(adapter.evaluate(model, "val")["accuracy"])
+            self.retrain(model, adapter, self.retrain_epochs, loss_fn=loss_fn)
             scores = self.evaluate(model, adapter)
-            entry = {"round": rnd, "entropy": entropy_table(ent), "linearised": [target], **scores}
+            entry = {"round": rnd, "entropy": entropy_table(ent), "linearised": [target], "foldable": foldable.get(target),
+                     "approx_fold": loss_fn is not None, **scores}
             record["rounds"].append(entry)
-            log.info("easier round %d: linearised %s (H=%.4f), val %.4f", rnd, target, ent[target].entropy, scores["val_accuracy"])
+            log.info("easier round %d: linearised %s (H=%.4f)%s, val %.4f", rnd, target, ent[target].entropy,
+                     " + approximate fold" if loss_fn is not None else "", scores["val_accuracy"])
+            if fold_report is not None:
+                fold_report.update(val_accuracy=scores["val_accuracy"], floor=floor, accepted=scores["val_accuracy"] >= floor)
+                if not fold_report["accepted"]:
+                    fold_report.setdefault("reason", f"validation accuracy {scores['val_accuracy']:.4f} after the round's "
+                                           f"distillation is below dense - delta = {floor:.4f}; retried without the fold")
+                record["approx_folds"].append(fold_report)
             if scores["val_accuracy"] < floor:
                 entry["accepted"] = False
-                model = best
+                model = copy.deepcopy(best)
+                if loss_fn is not None:
+                    no_fold.add(target)  # retry this rectifier next round, linearised without the fold
+                    continue
                 break
             entry["accepted"] = True
             record["linearised"].append(target)
