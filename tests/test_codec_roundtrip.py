@@ -263,7 +263,7 @@ def test_quantised_bias_is_coded_through_a_codebook_and_round_trips_exactly(tmp_
     plain = quantize_model(model, 3)
     report = pack(q.model, tmp_path / "q.nrz")
     rows = {r["name"]: r for r in report.tensors}
-    assert rows["1.bias"]["kind"] == "sparse" and rows["1.bias"]["value_kind"] == "codebook-ans"
+    assert rows["1.bias"]["kind"] == "sparse" and rows["1.bias"]["value_kind"] == "codebook16-ans"  # k-means levels are float16 values
     assert rows["1.bias"]["section_bytes"] < 200 * 4 / 2  # 3-bit indices + 8 levels, not 800 raw bytes
     assert rows["3.bias"]["kind"] == "raw"  # 10 elements: headers would cost more than the floats
     assert report.encoded_bytes < pack(plain.model, tmp_path / "p.nrz").encoded_bytes
@@ -379,3 +379,20 @@ def test_spec_uses_the_preset_dictionary_when_smaller(tmp_path):
     assert report.overhead["spec"] < 120  # plain zlib of the same spec: ~150 bytes
     spec, _ = read_nrz(path)
     assert spec["model"] == zoo.model_spec(model)
+
+
+def test_float16_codebooks_only_when_exact_and_bit_exact_back(tmp_path):
+    torch.manual_seed(0)
+    model = _prune(nn.Sequential(nn.Linear(300, 100, bias=False)), 0.3)
+    fp16 = quantize_model(model, 4).model  # k-means levels rounded to float16 values
+    from netrazor.quant import quantize_kmeans
+
+    fp32 = nn.Sequential(nn.Linear(300, 100, bias=False))
+    with torch.no_grad():
+        fp32[0].weight.copy_(quantize_kmeans(model[0].weight, 4, level_dtype="float32").dequantized)
+    small, big = pack(fp16, tmp_path / "h.nrz"), pack(fp32, tmp_path / "f.nrz")
+    assert small.tensors[0]["value_kind"] == "codebook16-ans" and small.tensors[0]["codebook_bytes"] == 16 * 2
+    assert big.tensors[0]["value_kind"] == "codebook-ans" and big.tensors[0]["codebook_bytes"] == 16 * 4
+    for m, path in ((fp16, "h.nrz"), (fp32, "f.nrz")):
+        back = unpack_state_dict(tmp_path / path)["0.weight"]
+        assert torch.equal(_bits(back), _bits(m[0].weight.detach()))

@@ -136,3 +136,19 @@ def test_requantising_a_quantised_tensor_changes_nothing(w, bits, which):
         if not bool(uses_smallest.all()):
             return
     assert torch.equal(twice, once)
+
+
+def test_kmeans_levels_are_float16_values_unless_asked_for_float32():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2000, generator=g) * 0.05
+    q16 = quantize_kmeans(w, 4)
+    q32 = quantize_kmeans(w, 4, level_dtype="float32")
+    assert torch.equal(q16.codebook.half().float(), q16.codebook)  # exactly representable
+    assert not torch.equal(q32.codebook.half().float(), q32.codebook)
+    assert (q16.codebook != 0).all() and q16.codebook.numel() <= 16
+    # rounding moves a level by at most 2^-11 of its value
+    assert torch.allclose(q16.codebook, q32.codebook, rtol=2**-10, atol=0)
+    tiny = torch.tensor([1e-9, -1e-9, 0.5, 0.25, 0.125] * 10)  # underflow must not create a zero level
+    assert (quantize_kmeans(tiny, 2).codebook != 0).all()
+    with pytest.raises(ConfigError):
+        quantize_kmeans(w, 4, level_dtype="bfloat16")

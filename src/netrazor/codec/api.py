@@ -101,7 +101,7 @@ def _stage_bytes(f: SectionFacts, t: torch.Tensor) -> tuple[int, int, int]:
         return dense, dense, dense
     pos = _positions_raw_bytes(f.numel, f.nnz) if f.nnz < f.numel else 0
     removal = 4 * f.nnz + pos
-    if f.value_kind == "codebook-ans" and f.levels:
+    if f.value_kind in ("codebook-ans", "codebook16-ans") and f.levels:
         index_bits = max(1, math.ceil(math.log2(f.levels))) if f.levels > 1 else 0
         quant = math.ceil(f.nnz * index_bits / 8) + f.codebook_bytes + pos
     else:
@@ -198,7 +198,7 @@ def pack(
         dense, removal, quant = dense + d, removal + rm, quant + q
         if f.kind in ("sparse", "index-set"):  # the sections that code symbol streams
             bound_bits += f.position_bound_bits + f.index_bound_bits
-            stream += f.position_bytes + (f.value_bytes - f.codebook_bytes if f.value_kind == "codebook-ans" else 0)
+            stream += f.position_bytes + (f.value_bytes - f.codebook_bytes if f.value_kind in ("codebook-ans", "codebook16-ans") else 0)
         row = asdict(f)
         row.update(dense_bytes=d, removal_bytes=rm, quantized_bytes=q)
         rows.append(row)

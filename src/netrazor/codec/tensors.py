@@ -230,7 +230,7 @@ def decode_tensor(r: Reader, budget: list[int], version: int = 2) -> tuple[str, 
     mask = decode_positions(r, pos_kind, numel, nnz)
     rows = shape[0]
     idx = np.flatnonzero(mask)
-    values = decode_values(r, nnz, rows, lambda: idx // (numel // rows))
+    values = decode_values(r, nnz, rows, lambda: idx // (numel // rows), version)
     r.expect_end()
     out = np.zeros(numel, dtype=np.float32)
     out[idx] = values
