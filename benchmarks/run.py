@@ -32,6 +32,7 @@ FULL = [
     ("ebcle-fashion-mnist", "ebcle_bench", ["--data", "fashion-mnist"]),
     ("ebcle-cifar10", "ebcle_bench", ["--data", "cifar10"]),
     ("compare", "compare", []),
+    *[(f"compress-{r}-s{s}", "compress_bench", ["--recipe", r, "--seed", str(s)]) for r in ("mnist-lenet5", "mnist-lenet300") for s in (0, 1, 2)],
 ]
 
 # Smoke runs write to their own folder so they can never overwrite a real record.
