@@ -109,16 +109,11 @@ def register(app: typer.Typer) -> None:
         if output is None:
             raise ConfigError("pass --output DIR to write the model, or --check to only verify the file.")
         header, tensors = read_nrz(path)
-        if isinstance(header.get("model"), dict):
+        if isinstance(header.get("model"), dict) or isinstance(header.get("architecture"), dict):
+            # a zoo model or one altered by surgery: the one model format (netrazor.surgery.save_model)
             from netrazor.surgery import save_model
 
             save_model(unpack(path), output / "model", extra={"source": str(path)})
-            weights, meta = output / "model.safetensors", output / "model.json"
-        elif isinstance(header.get("architecture"), dict):
-            # altered by surgery: its own format (netrazor measure/load fall back to it)
-            from netrazor.surgery import save_model as surgery_save
-
-            surgery_save(unpack(path), output / "model", extra={"source": str(path)})
             weights, meta = output / "model.safetensors", output / "model.json"
         else:
             from netrazor.io import save_tensors, write_json

@@ -2,7 +2,7 @@
 
 Every built model carries ``model.netrazor_spec = {"name": ..., "kwargs": {...}}`` holding *all*
 resolved arguments (defaults filled in, tuples as lists), so ``model_from_spec(json.loads(...))``
-rebuilds the same architecture. Weights travel separately (safetensors, ``netrazor.models.io``).
+rebuilds the same architecture. Weights travel separately (safetensors, ``netrazor.surgery.save_model``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 
 from netrazor.errors import ConfigError, TrainingError
 from netrazor.train.callbacks import Callback, CallbackList
@@ -167,8 +166,7 @@ def train_job(
             "images_per_s": (sum(h["images_per_s"] for h in history) / len(history)) if history else 0.0,
             "world_size": dist_info.world_size,
         }
-        # saved weights are plain contiguous tensors whatever format training used
-        run.save_model(trainer.model.to(memory_format=torch.contiguous_format),
+        run.save_model(trainer.model,  # fit hands the model back contiguous whatever format training used
                        extra={"run": run.id, "val_acc": val["accuracy"], "test_acc": test["accuracy"]})
         run.write_summary(summary)
         log.info("run %s: val acc %.2f %%, test acc %.2f %%", run.id, 100 * val["accuracy"], 100 * test["accuracy"])
