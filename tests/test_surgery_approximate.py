@@ -147,3 +147,34 @@ def test_an_approximately_folded_zoo_model_saves_and_loads(tmp_path):
     back = load_model(tmp_path / "m").eval()
     with torch.no_grad():
         torch.testing.assert_close(back(x), folded(x))
+
+
+def _pooled(size: int):
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * (size // 2) ** 2, 4),
+    )).eval()
+    return model, torch.randn(8, 3, size, size)
+
+
+def test_a_conv_skips_the_border_a_floor_pool_never_reads(tmp_path):
+    from netrazor import measure
+
+    model, x = _pooled(7)  # 2×2 pool on 7×7 reads rows/cols 0-5 only
+    folded, report = fold_linear_sections(model, x, time_kernels=False)
+    trims = [f for f in report["folds"] if f["kind"] == "trim"]
+    assert len(trims) == 1 and trims[0]["rows_cols_dropped"] == [1, 1]
+    conv = [m for m in folded.modules() if isinstance(m, nn.Conv2d)][0]
+    assert tuple(conv.padding) == (0, 0)
+    assert measure.count_macs(folded, (3, 7, 7)) < measure.count_macs(model, (3, 7, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    save_model(folded, tmp_path / "t", example_input=x[:1])  # F.pad is a whitelisted function
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "t")(x), folded(x))
+    even, xe = _pooled(8)  # an even map is read entirely: nothing to trim
+    _, rep_even = fold_linear_sections(even, xe, time_kernels=False)
+    assert not [f for f in rep_even["folds"] if f["kind"] == "trim"]
+    _, rep_off = fold_linear_sections(model, x, time_kernels=False, trim_borders=False)
+    assert not [f for f in rep_off["folds"] if f["kind"] == "trim"]
