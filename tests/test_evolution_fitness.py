@@ -105,7 +105,8 @@ def test_measure_throughput_reports_every_evaluator_with_equal_fitness():
     from netrazor.methods.evolution.throughput import EVALUATORS
 
     torch.manual_seed(0)
-    res = measure_throughput(TinyCNN(), torch.randn(16, 1, 16, 16), candidates=6, repeats=2)
+    res = measure_throughput(TinyCNN(), torch.randn(16, 1, 16, 16), candidates=6, repeats=2,
+                             mix={"conv": 1, "fc1": 3})
     assert set(res["layers"]) == {"conv", "fc1", "fc2"}
     assert res["default_evaluator"] == "delta"
     for r in res["layers"].values():
@@ -116,6 +117,9 @@ def test_measure_throughput_reports_every_evaluator_with_equal_fitness():
             assert e["max_abs_diff"] < 1e-6
         assert r["ratio"] == r["evaluators"]["delta"]["ratio"]
     assert res["overall"]["ratio"] == res["overall"]["evaluators"]["delta"]["ratio"] > 0
+    # run mix: the same timings weighted by steps per layer (a layer missing from the mix weighs 0)
+    assert res["run_mix"]["steps"] == {"conv": 1, "fc1": 3, "fc2": 0}
+    assert res["run_mix"]["ratio"] == res["run_mix"]["evaluators"]["delta"]["ratio"] > 0
 
 
 def test_divergence_plot_is_written(tmp_path):

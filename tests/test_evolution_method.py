@@ -98,3 +98,15 @@ def test_de_keeps_divergence_at_or_below_magnitude_pruning_at_high_sparsity():
     assert de_eval <= mag_eval
     assert de_held <= mag_held  # and the gain is not only on the batch DE was scored on
     print(f"KL eval: DE {de_eval:.4g} vs magnitude {mag_eval:.4g}; held-out: DE {de_held:.4g} vs {mag_held:.4g}")
+
+
+def test_schedule_steps_match_the_steps_of_a_run():
+    from collections import Counter
+
+    model, adapter = trained_teacher()
+    method = EvolutionMethod(targets=0.2, seed=0, finetune_epochs=0, **FAST)
+    _, rec = method.run(model, adapter)
+    counted = Counter(s["layer"] for s in rec["steps"])
+    planned = method.schedule_steps(model)
+    assert planned == {n: counted.get(n, 0) for n in planned}
+    assert sum(planned.values()) > len(planned)  # several steps per layer: a real check

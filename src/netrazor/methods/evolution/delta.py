@@ -399,14 +399,17 @@ class DeltaFitness:
 
     def _dense_chunk(self, buckets: list[dict], gathered: list[torch.Tensor], cand: slice, ex: slice):
         b = ex.stop - ex.start
-        deltas = [torch.bmm(bk["weighted"][:, cand], g) for bk, g in zip(buckets, gathered)]  # [R_i, pc, b*L]
-        pc = deltas[0].shape[1]
-        rows = torch.cat([bk["rows"] for bk in buckets])
-        delta = torch.cat(deltas) if len(deltas) > 1 else deltas[0]
-        if rows.numel() != self.out_channels or not bool((rows == torch.arange(rows.numel())).all()):
-            # rows to channel order (whole [pc*b*L] blocks: a plain copy); untouched channels 0
-            full = delta.new_zeros(self.out_channels, pc, b * self.L)
-            delta = full.index_copy_(0, rows, delta)
+        if len(buckets) == 1 and buckets[0]["rows"].numel() == self.out_channels:
+            delta = torch.bmm(buckets[0]["weighted"][:, cand], gathered[0])     # rows already in order
+            pc = delta.shape[1]
+        else:
+            pc = buckets[0]["weighted"][:, cand].shape[1]
+            covered = sum(int(bk["rows"].numel()) for bk in buckets) == self.out_channels
+            # each bucket's [R_i, pc, b*L] rows land in channel order (whole blocks: plain copies)
+            delta = (torch.empty if covered else torch.zeros)(self.out_channels, pc, b * self.L,
+                                                              dtype=self.base_out.dtype, device=self.base_out.device)
+            for bk, g in zip(buckets, gathered):
+                delta.index_copy_(0, bk["rows"], torch.bmm(bk["weighted"][:, cand], g))
         delta = delta.view(self.out_channels, pc, b, self.L).permute(1, 2, 0, 3)
         out = (self.base_out[ex].reshape(1, b, self.out_channels, self.L) - delta).view(pc, b, self.out_channels, *self.spatial)
         if self.next_layer is not None:  # chain exists but this call is dense: run it, then the next layer
@@ -420,19 +423,18 @@ class DeltaFitness:
         """Channel-sparse path: per candidate, the layer's delta (one GEMM on the cached im2col),
         the chain and the next layer on its touched channels only. Works channel-major
         ([channels, B, ...]): the chain's ops act on the last dims, so they do not mind."""
-        outs = []
         w_next = self.next_layer.weight.detach()
         w_flat = self.weight.reshape(-1)
         columns = self.columns_t.view(self.fan_in, -1)                          # [fan_in, B*L]
-        for z, t in zip(zero_sets, touched):
+        outs = self.base_next_out.unsqueeze(0).repeat(zero_sets.shape[0], *([1] * self.base_next_out.dim()))
+        for i, (z, t) in enumerate(zip(zero_sets, touched)):
             ch = torch.nonzero(t).flatten()
             if ch.numel() == 0:
-                outs.append(self.base_next_out)
-                continue
+                continue  # nothing zeroed: the committed student's next-layer output
             w_zeroed = (w_flat * z.to(w_flat.dtype)).view(self.out_channels, -1)[ch]  # only the zeroed weights
-            y = self.base_out_cm[ch] - (w_zeroed @ columns).view(ch.numel(), self.batch, *self.spatial)
+            y = self.base_out_cm[ch].sub_((w_zeroed @ columns).view(ch.numel(), self.batch, *self.spatial))
             for op in self.chain_ops:
                 y = op(y)
-            d = (y - self.base_next_in_cm[ch]).transpose(0, 1)                  # [B, |T|, ...]
-            outs.append(self.base_next_out + self._nobias(self.next_layer, d, w_next[:, ch]))
-        return self._rest_batched(torch.stack(outs), *self.frontier)
+            d = y.sub_(self.base_next_in_cm[ch]).transpose(0, 1)                # [B, |T|, ...]
+            outs[i] += self._nobias(self.next_layer, d, w_next[:, ch])
+        return self._rest_batched(outs, *self.frontier)

@@ -169,6 +169,28 @@ class EvolutionMethod:
         if sink is not None:
             sink(event)
 
+    def cycle_goal(self, numel: int, start_alive: int, target: int, cycle: int) -> int:
+        """Non-zeros a layer keeps after ``cycle``: geometric from its start to its target."""
+        d0, dT = start_alive / numel, target / numel
+        if cycle == self.cycles or d0 == 0:
+            return target
+        return max(target, int(round(numel * d0 * (dT / d0) ** (cycle / self.cycles))))
+
+    def schedule_steps(self, model: nn.Module) -> dict[str, int]:
+        """Evolutionary steps per layer that ``run`` takes on ``model`` (the schedule only, no search)."""
+        layers = prunable_layers(model, self.layers)
+        counts = keep_counts(layers, self.targets, self.split_rule, self.min_density)
+        steps = {}
+        for name, layer in layers.items():
+            numel, start = layer.weight.numel(), int((layer.weight != 0).sum())
+            alive, steps[name] = start, 0
+            for cycle in range(1, self.cycles + 1):
+                goal = self.cycle_goal(numel, start, counts[name], cycle)
+                while alive > goal:
+                    alive -= self._step_size(numel, alive - goal)
+                    steps[name] += 1
+        return steps
+
     def _step_size(self, layer_numel: int, remaining: int) -> int:
         if self.candidate_size is None:
             return remaining
@@ -265,9 +287,7 @@ class EvolutionMethod:
                 if name in stopped:
                     continue
                 numel = layer.weight.numel()
-                d0, dT = start_alive[name] / numel, counts[name] / numel
-                goal = counts[name] if cycle == self.cycles or d0 == 0 else \
-                    max(counts[name], int(round(numel * d0 * (dT / d0) ** (cycle / self.cycles))))
+                goal = self.cycle_goal(numel, start_alive[name], counts[name], cycle)
                 while int(masks[name].sum()) > goal and name not in stopped:
                     alive_now = int(masks[name].sum())
                     k = self._step_size(numel, alive_now - goal)

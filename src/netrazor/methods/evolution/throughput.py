@@ -53,7 +53,8 @@ def _step_candidates(w: torch.Tensor, candidates: int, fraction: float, pool_fac
 @torch.no_grad()
 def measure_throughput(model: nn.Module, x: torch.Tensor, candidates: int = 64, fraction: float = 0.05,
                        pool_factor: float = 3.0, repeats: int = 3, layers=None, seed: int = 0,
-                       temperature: float = 4.0, chunk_size: int | None = None) -> dict:
+                       temperature: float = 4.0, chunk_size: int | None = None,
+                       mix: dict[str, int] | None = None) -> dict:
     """``{"layers": {name: {...}}, "overall": {...}}``: candidates/s of the looped reference and of
     every evaluator in ``EVALUATORS`` (median over repeats), their ratios to looped, and the largest
     fitness difference. ``ratio`` (per layer and overall) is looped vs the default evaluator
@@ -63,7 +64,10 @@ def measure_throughput(model: nn.Module, x: torch.Tensor, candidates: int = 64, 
 
     Protocol for a shared, noisy machine: each repeat times every evaluator on every layer back to
     back; a ratio is the *median over repeats of the per-repeat ratio* (looped and batched
-    measured within seconds of each other), so a load spike in one repeat cannot decide it."""
+    measured within seconds of each other), so a load spike in one repeat cannot decide it.
+
+    ``mix`` ({layer: steps}, e.g. ``EvolutionMethod(...).schedule_steps(model)``) adds "run_mix":
+    the same measurements weighted by how many steps a real run takes on each layer."""
     model = model.eval()
     teacher_logits = model(x)
     div = resolve_divergence("kl", temperature)
@@ -109,6 +113,14 @@ def measure_throughput(model: nn.Module, x: torch.Tensor, candidates: int = 64, 
                       "evaluators": {e: {"per_s": n / statistics.median(total[e]), "ratio": ratios(total["looped"], total[e])}
                                      for e in EVALUATORS}}
     out["overall"]["ratio"] = out["overall"]["evaluators"][DEFAULT]["ratio"]
+    if mix:
+        w = {ln: mix.get(ln, 0) for ln in steps}
+        n_mix = candidates * sum(w.values())
+        mixed = {e: [sum(w[ln] * times[ln][e][r] for ln in steps) for r in range(repeats)] for e in names}
+        out["run_mix"] = {"steps": w, "looped_per_s": n_mix / statistics.median(mixed["looped"]),
+                          "evaluators": {e: {"per_s": n_mix / statistics.median(mixed[e]),
+                                             "ratio": ratios(mixed["looped"], mixed[e])} for e in EVALUATORS}}
+        out["run_mix"]["ratio"] = out["run_mix"]["evaluators"][DEFAULT]["ratio"]
     return out
 
 
