@@ -432,9 +432,11 @@ class DeltaFitness:
             if ch.numel() == 0:
                 continue  # nothing zeroed: the committed student's next-layer output
             w_zeroed = (w_flat * z.to(w_flat.dtype)).view(self.out_channels, -1)[ch]  # only the zeroed weights
-            y = self.base_out_cm[ch].sub_((w_zeroed @ columns).view(ch.numel(), self.batch, *self.spatial))
+            # base - W_zeroed @ im2col in one GEMM call (addmm, alpha=-1): no separate subtraction pass
+            y = torch.addmm(self.base_out_cm[ch].view(ch.numel(), -1), w_zeroed, columns, alpha=-1)
+            y = y.view(ch.numel(), self.batch, *self.spatial)
             for op in self.chain_ops:
                 y = op(y)
-            d = y.sub_(self.base_next_in_cm[ch]).transpose(0, 1)                # [B, |T|, ...]
-            outs[i] += self._nobias(self.next_layer, d, w_next[:, ch])
+            d = y.sub_(self.base_next_in_cm[ch]).transpose(0, 1).contiguous()   # [B, |T|, ...]
+            outs[i] += self._nobias(self.next_layer, d, w_next[:, ch].contiguous())
         return self._rest_batched(outs, *self.frontier)
