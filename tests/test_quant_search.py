@@ -209,3 +209,27 @@ def test_quantize_model_bias_bits_keeps_zeros_and_bounds_levels():
     assert torch.equal(res.model[3].bias, model[3].bias)
     with pytest.raises(ConfigError):
         quantize_model(model, 4, bias_bits={"nope": 2})
+
+
+def test_search_walk_survives_one_noisy_failure_and_float_rounding_of_accuracies():
+    """A validation accuracy moves in steps of one image: a single failed width must not end the
+    walk (patience), and 0.9892 - 0.9882 must count as a drop of 0.001, not 0.0010000000000000009."""
+    model = _mlp()
+    names = list(dict((n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)))
+    first = dict(model.named_modules())[names[0]]
+    original = first.weight.detach().clone()
+    # eval = a scripted accuracy drop, keyed by how many distinct levels the first layer holds
+    drops = {256: 0.0, 128: 0.0, 64: 0.0, 32: 0.9892 - 0.9882, 16: 0.0, 8: 0.0, 4: 0.9892 - 0.9862, 2: 0.9892 - 0.9852}
+
+    def eval_fn(m):
+        w = dict(m.named_modules())[names[0]].weight
+        if torch.equal(w, original):
+            return 0.0
+        levels = torch.unique(w[w != 0]).numel()
+        return drops[min(k for k in drops if levels <= k)]
+
+    patient = search_bits(model, eval_fn, 0.001, bits=(8, 7, 6, 5, 4, 3, 2, 1), joint_fix=False, bias_bits=None)
+    assert patient.bits[names[0]] == 3  # 5 bits "failed" by float rounding only; 4 and 3 pass; 2 and 1 fail
+    strict = search_bits(model, eval_fn, 0.0009, joint_fix=False, bias_bits=None, patience=0)
+    assert strict.bits[names[0]] == 6  # 5 bits fails (0.001 > 0.0009) and the walk stops there
+    assert set(strict.evals["curves"][names[0]]) == {"8", "7", "6", "5"}
