@@ -37,6 +37,7 @@ from netrazor.measure import count_nonzero, count_params, evaluate
 from netrazor.methods.base import Adapter
 from netrazor.methods.baselines import global_magnitude_prune
 from netrazor.methods.evolution import EvolutionMethod, measure_throughput, plot_divergence_vs_density
+from netrazor.methods.masks import prunable_layers
 from netrazor.pipeline.records import make_record, write_record
 from netrazor.train import default_config
 
@@ -64,6 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--throughput", action="store_true", help="measure candidate throughput only")
     p.add_argument("--candidates", type=int, default=128, help="throughput: candidates per layer (one DE step)")
     p.add_argument("--repeats", type=int, default=None, help="throughput: repeats (default 3, quick 2)")
+    p.add_argument("--in-run", action="store_true",
+                   help="throughput: also run DE's search (no fine-tuning) to the highest sparsity with the "
+                        "looped and the delta evaluator and compare candidates/s and masks")
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--cache", default="runs/bench-dense")
     return p.parse_args(argv)
@@ -111,15 +115,37 @@ def run_throughput(args, model, adapter, task) -> Path:
     res = measure_throughput(model, x, candidates=args.candidates, repeats=repeats, seed=args.seed,
                              fraction=knobs["candidate_size"], mix=method.schedule_steps(model))
     res["run_mix_sparsity"] = sparsity
+    if args.in_run:
+        res["in_run"] = in_run_throughput(model, adapter, dict(targets=1.0 - sparsity, cycles=args.cycles,
+                                                               seed=args.seed, **knobs))
     record = make_record(task, "evolution", args.seed, args.model, args.data,
                          extra={"throughput": res, "quick": args.quick})
     path = write_record(record, args.results, name=f"evolution-throughput{'-quick' if args.quick else ''}")
     for name, r in [*res["layers"].items(), ("overall", res["overall"])]:
         log.info("%s: looped %.1f/s; %s", name, r["looped_per_s"], "; ".join(
             f"{e} {v['per_s']:.1f}/s {v['ratio']:.2f}x" for e, v in r["evaluators"].items()))
-    log.info("overall ratio (looped vs %s): %.2fx; run mix %s: %.2fx -> %s", res["default_evaluator"],
-             res["overall"]["ratio"], res["run_mix"]["steps"], res["run_mix"]["ratio"], path)
+    log.info("overall ratio (looped vs %s): %.2fx; run mix %s: %.2fx; in run: %s -> %s", res["default_evaluator"],
+             res["overall"]["ratio"], res["run_mix"]["steps"], res["run_mix"]["ratio"],
+             res.get("in_run", {}).get("ratio"), path)
     return path
+
+
+def in_run_throughput(model, adapter, knobs: dict) -> dict:
+    """Candidates/s of DE's own search (the step mix and the memo of a real run, no fine-tuning)
+    with the looped reference and the delta evaluator, one after the other, and whether both
+    runs chose the same masks (fitness values agree to float rounding, so they should)."""
+    out, masks = {"knobs": {k: v for k, v in knobs.items()}}, {}
+    for evaluator in ("looped", "delta"):
+        method = EvolutionMethod(finetune_epochs=0, evaluator=evaluator, **knobs)
+        student, rec = method.run(copy.deepcopy(model), adapter)
+        masks[evaluator] = {n: m.weight != 0 for n, m in prunable_layers(student).items()}
+        out[evaluator] = {k: rec[k] for k in ("candidates_evaluated", "search_seconds", "candidates_per_second",
+                                             "overall_density")}
+        log.info("in-run %s: %d candidates in %.1f s (%.1f/s)", evaluator, rec["candidates_evaluated"],
+                 rec["search_seconds"], rec["candidates_per_second"])
+    out["ratio"] = out["delta"]["candidates_per_second"] / out["looped"]["candidates_per_second"]
+    out["same_masks"] = all(bool((masks["looped"][n] == masks["delta"][n]).all()) for n in masks["looped"])
+    return out
 
 
 def run_curve(args, model, adapter, task, train_seconds) -> list[Path]:
