@@ -6,7 +6,7 @@ the accuracy and the time it took.
 
 The run goes through `netrazor.train.job.train_job` (the code behind `netrazor train`), into the
 run store under runs/bench-train; an interrupted run is continued with `--resume RUN_DIR`.
-Writes benchmarks/results/<data>-<model>/dense-seed<N>.json (test/val error, params, MACs,
+Writes benchmarks/results/<data>-<model>/dense-e<epochs>-seed<N>.json (test/val error, params, MACs,
 latency, train_seconds, the recipe and the per-epoch history).
 """
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                "history": [{k: h[k] for k in ("epoch", "train_loss", "val_acc", "seconds") if k in h}
                            for h in result.history]},
     )
-    path = write_record(record, args.results)
+    path = write_record(record, args.results, name=f"dense-e{s['epochs']}-seed{s['seed']}")
     print(f"test error {100 * fields['test_error']:.2f} %  val error {100 * fields['val_error']:.2f} %  "
           f"train {s['train_seconds'] / 60:.1f} min -> {path}")
     return 0
