@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> Path:
             "architecture": rec["widths_after"],
             "architecture_dense": widths_of(dense),
             "params_removed_fraction": 1.0 - count_params(model) / count_params(dense),
-            "theta_converged_fraction": rec["converged_fraction"],
+            "theta_converged_fraction": rec["converged_fraction"],  # before rounding
+            "rounded_at_step": rec.get("rounded_at_step"),
+            "steps_per_epoch": -(-len(data.train) // config.batch_size),
             "epoch_seconds": rec["epoch_seconds"],
             "epoch_seconds_dense": [row.get("seconds") for row in hist_dense],
             "widths_per_epoch": [row["widths"] for row in rec["gate_epochs"]],

@@ -79,3 +79,50 @@ def test_data_reference_counts_absolute_cost_per_training_example():
         assert float(cm()) == pytest.approx(3.0 * (0.75 * float(params) + 0.25 * float(macs)) / 200)
     with pytest.raises(ValueError, match="reference"):
         CostModel(gs, reference="data")  # needs n_train
+
+
+def test_log_reference_prices_a_structure_by_its_share_of_the_current_net():
+    gs = attach_gates(_mlp(), torch.randn(2, 10), inputs=True)
+    cm = CostModel(gs, kappa=0.5, flops_vs_params=0.25, reference="log")
+    with torch.no_grad():
+        for g in gs.gate_list():
+            g.theta.fill_(1.0)
+    assert float(cm().detach()) == pytest.approx(0.0, abs=1e-6)  # every gate on: log 1 = 0
+    with torch.no_grad():
+        for g in gs.gate_list():
+            g.theta.fill_(0.5)
+    params, macs = expected_cost(gs)
+    value = cm()
+    expected = 0.5 * (0.75 * torch.log(params / cm.params_dense) + 0.25 * torch.log(macs / cm.macs_dense))
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    # gradient = κ·(1−ρ)·∂E[params]/∂θ / E[params] + κ·ρ·∂E[MACs]/∂θ / E[MACs]: the pressure on a
+    # unit grows as the expected net shrinks (what the linear "dense" reference lacks)
+    theta = gs.gates["fc1"].theta
+    (g_log,) = torch.autograd.grad(value, theta)
+    gp = torch.autograd.grad(expected_cost(gs)[0], theta)[0]
+    gm = torch.autograd.grad(expected_cost(gs)[1], theta)[0]
+    p, m = (float(t.detach()) for t in expected_cost(gs))
+    assert torch.allclose(g_log, 0.5 * (0.75 * gp / p + 0.25 * gm / m), rtol=1e-5)
+    dense = CostModel(gs, kappa=0.5, flops_vs_params=0.25, reference="dense")
+    (g_dense,) = torch.autograd.grad(dense(), theta)
+    assert bool((g_log > g_dense).all())  # the half-size net is priced higher per unit
+
+
+def test_log_reference_does_not_depend_on_the_starting_width():
+    # two nets of different widths with the same expected kept structure get the same log cost
+    # gradient on a kept unit: the equilibrium is a property of the final net, not of the start
+    def gated(width):
+        torch.manual_seed(0)
+        model = nn.Sequential(OrderedDict(fc1=nn.Linear(10, width), relu1=nn.ReLU(), fc2=nn.Linear(width, 3)))
+        gs = attach_gates(model, torch.randn(2, 10))
+        with torch.no_grad():
+            gs.gates["fc1"].theta.zero_()
+            gs.gates["fc1"].theta[:4] = 1.0  # 4 units on, the rest off
+        return gs
+
+    grads = []
+    for width in (8, 16):
+        gs = gated(width)
+        cm = CostModel(gs, kappa=1.0, flops_vs_params=0.0, reference="log")
+        grads.append(torch.autograd.grad(cm(), gs.gates["fc1"].theta)[0][:4])
+    assert torch.allclose(grads[0], grads[1])

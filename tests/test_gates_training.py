@@ -151,3 +151,38 @@ def test_flip_per_step_estimates_k_layer_gates_scaled_by_l_over_k():
     assert int(chosen.sum()) == 3
     # same model, same samples (the gate noise is drawn before the flips): chosen gates get 9/3 × the flip
     assert torch.allclose(grads[3][chosen], 3.0 * grads[None][chosen], rtol=1e-4, atol=1e-6)
+
+
+def test_finetune_phase_rounds_theta_once_then_trains_the_deterministic_net(data):
+    torch.manual_seed(0)
+    model = _mlp()
+    gs = attach_gates(model, data.normalize(data.val.images[:2]), inputs=True)
+    epochs, steps = 6, 6 * 30
+    obj = GateObjective(gs, kappa=2.0, theta_lr=0.05, prune_every=10, total_steps=steps, finetune=0.5, seed=0)
+    assert obj.gate_steps == steps // 2
+
+    class _After:  # what happens after rounding: widths fixed, θ fixed at 1, weights still learn
+        def __init__(self):
+            self.widths, self.fc2 = None, None
+
+        def on_step_end(self, trainer, step, loss):
+            if obj.rounded and self.widths is None:
+                self.widths, self.fc2 = gs.widths(), model.fc2.weight.detach().clone()
+                assert all(bool(g.frozen.all()) and bool((g.theta == 1).all()) for g in gs.gate_list())
+
+    after = _After()
+    Trainer(model, data, _config(epochs), callbacks=[obj, after], loss_fn=obj.loss_fn).fit()
+    assert obj.rounded and after.widths is not None
+    assert 0.0 <= obj.converged_before_rounding <= 1.0
+    assert gs.widths() == after.widths  # no removal after rounding
+    assert not torch.equal(model.fc2.weight.detach(), after.fc2)  # the rounded net kept training
+    # a fine-tune step is one plain pass (no stacked antithetic copies, no θ gradient)
+    model.train()
+    x, y = data.normalize(data.train.images[:8]), data.train.labels[:8]
+    calls = []
+    handle = model.fc1.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    loss, logits = obj.loss_fn(model, x, y)
+    handle.remove()
+    assert calls == [8] and logits.shape == (8, 4)
+    loss.backward()
+    assert all(g.theta.grad is None for g in gs.gate_list())

@@ -100,6 +100,8 @@ class GateSet:
 
     def effective_theta(self, name: str) -> torch.Tensor:
         g = self.gates[name]
+        if bool(g.frozen.all()):
+            return torch.ones_like(g.theta)  # no θ gradient once the whole set is fixed
         return torch.where(g.frozen, torch.ones_like(g.theta), g.theta)
 
     # --- physical change --------------------------------------------------------------------------
@@ -177,19 +179,32 @@ class GateSet:
             g.theta.clamp_(0.0, 1.0)
             g.theta[g.frozen] = 1.0
 
+    def round(self) -> int:
+        """Round θ: remove the structures whose rounded gate is 0 and freeze the others at 1.
+
+        Afterwards the gated model is deterministic in training too; returns how many were removed.
+        """
+        total = 0
+        for name in list(self.gates):
+            if name not in self.gates:
+                continue  # dropped with its section
+            g = self.gates[name]
+            drop = torch.nonzero(g.deterministic() < 0.5).flatten()
+            if drop.numel():
+                total += self.remove(name, drop)
+        with torch.no_grad():
+            for g in self.gates.values():
+                g.frozen.fill_(True)
+                g.theta.fill_(1.0)
+        return total
+
     def finalize(self) -> nn.Module:
         """Round θ, remove the structures whose rounded gate is 0, take every gate and hook away.
 
         The result is a plain, deterministic, physically smaller network whose eval outputs equal
         the gated model's eval outputs (eval gates are already θ rounded).
         """
-        for name in list(self.gates):
-            if name not in self.gates:
-                continue
-            g = self.gates[name]
-            drop = torch.nonzero(g.deterministic() < 0.5).flatten()
-            if drop.numel():
-                self.remove(name, drop)
+        self.round()
         for name in list(self.gates):
             self._drop_set(name)
         for name, module in list(self.model.named_modules()):

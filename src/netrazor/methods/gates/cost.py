@@ -72,8 +72,16 @@ def expected_cost(gs: GateSet, layer_vs_unit: float = 0.5, ones: bool = False) -
 class CostModel:
     """κ-weighted normalised expected cost (see module docstring); remembers the dense reference.
 
-    ``reference`` [REC]: "dense" divides by the starting network's params/MACs (κ = loss units
-    per whole starting network; the kept *fraction* is what stays stable across starting widths);
+    ``reference`` [REC]:
+    "log" (default, *self-scaled*) adds κ·((1−ρ)·log(E[params]/params_dense) + ρ·log(E[MACs]/MACs_dense)):
+    the θ-gradient of a structure is κ times the *share of the current expected network* it
+    costs, so the pressure on each survivor grows as the net shrinks (a linear cost fades late
+    in training: an fc1 unit of a LeNet-5 whose convs were cut is ~1e-4 of the dense net but
+    ~1 % of the net that is left), and the equilibrium ("a structure stays iff its data value
+    exceeds κ × its share of the final net") does not mention the starting width — the property
+    the robustness claim (same size from ×1 and ×2 starts) needs. κ = nats per e-fold of cost.
+    "dense" divides by the starting network's params/MACs (κ = loss units per whole starting
+    network; the kept *fraction* is what stays stable across starting widths);
     "data" divides both by ``n_train`` like the KL/N term of an ELBO (κ = nats per parameter or
     MAC per training example; the kept *absolute size* does not depend on the starting width).
     """
@@ -84,12 +92,13 @@ class CostModel:
         with torch.no_grad():
             p, m = expected_cost(gs, ones=True)
         self.params_dense, self.macs_dense = float(p), max(float(m), 1.0)
-        if reference == "dense":
+        self.log = reference == "log"
+        if reference in ("dense", "log"):
             self.params_ref, self.macs_ref = self.params_dense, self.macs_dense
         elif reference == "data" and n_train:
             self.params_ref = self.macs_ref = float(n_train)
         else:
-            raise ValueError(f"cost reference must be 'dense' or 'data' (with n_train), got {reference!r}")
+            raise ValueError(f"cost reference must be 'log', 'dense' or 'data' (with n_train), got {reference!r}")
 
     def fraction(self) -> torch.Tensor:
         """Expected cost relative to the dense network (for logs), whatever the reference."""
@@ -98,6 +107,9 @@ class CostModel:
 
     def normalised(self) -> torch.Tensor:
         p, m = expected_cost(self.gs, self.nu)
+        if self.log:  # ≤ 0; one parameter / MAC floor keeps the log finite
+            return ((1.0 - self.rho) * torch.log(p.clamp_min(1.0) / self.params_ref)
+                    + self.rho * torch.log(m.clamp_min(1.0) / self.macs_ref))
         return (1.0 - self.rho) * p / self.params_ref + self.rho * m / self.macs_ref
 
     def __call__(self) -> torch.Tensor:

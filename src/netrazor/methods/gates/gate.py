@@ -52,6 +52,8 @@ class BernoulliGate(nn.Module):
         """Gate values ``[rows or 1, n]`` for a tensor with ``rows`` examples."""
         if not self.training:
             return self.deterministic().unsqueeze(0)
+        if bool(self.frozen.all()):  # θ fixed at 1 (e.g. after rounding): a constant, no θ gradient
+            return torch.ones((1, self.n), dtype=self.theta.dtype, device=self.theta.device)
         if self.sampler is not None:
             xi = self.sampler.mask(self, rows)
         else:

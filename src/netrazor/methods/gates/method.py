@@ -1,7 +1,8 @@
 """``GatesMethod``: train with Bernoulli gates, prune during training, hand back a plain smaller net.
 
 The three user knobs of the complexity-aware follow-up (Guenter & Sideris):
-  ``kappa``            accuracy vs size: weight of the normalised expected cost (0 = no pruning);
+  ``kappa``            accuracy vs size: weight of the expected cost (0 = no pruning); with the
+                       default log cost, nats per e-fold of network cost (0.2);
   ``layer_vs_unit``    0 … 1: share of the cost gradient given to layer gates vs unit/filter gates;
   ``flops_vs_params``  0 … 1: the cost counts parameters (0), MACs (1) or a mix.
 Everything else has a default meant to need no per-model tuning; the [REC] parts (cost
@@ -51,17 +52,21 @@ class GatesMethod:
     ``layer_estimator`` ("flip" exact | the same choices), ``epochs`` (None: the adapter's recipe),
     ``units`` / ``filters`` / ``layers`` / ``inputs`` (what to gate), ``init_theta``,
     ``theta_lr`` (Adam on θ), ``threshold`` τ (remove θ < τ, freeze θ > 1 − τ),
-    ``prune_every`` (steps), ``freeze_after`` (fraction of training), ``weight_prior`` λ,
-    ``hyper_prior`` ("vertex" | "entropy"), ``hyper_strength``, ``hyper_ramp``, ``cost_warmup``
-    (fraction of training over which κ ramps in), ``per_example`` (gate samples per example),
+    ``prune_every`` (steps), ``freeze_after`` (fraction of the gating phase), ``weight_prior`` λ,
+    ``hyper_prior`` ("vertex" | "entropy"), ``hyper_strength``, ``hyper_ramp`` (fractions of the
+    gating phase), ``cost_warmup`` (fraction of the gating phase over which κ ramps in),
+    ``finetune`` (share of the epochs trained after θ is rounded: the deterministic small net
+    without gate noise; 0 = round only at the end), ``per_example`` (gate samples per example),
     ``flip_per_step`` (layer gates flip-estimated per step, None = all; unbiased either way),
-    ``cost_reference`` ("dense": κ per whole starting net; "data": κ per parameter / N_train, the
-    ELBO's KL/N form, which makes the kept size independent of the starting width),
+    ``cost_reference`` ("log", default: κ·log of the expected cost, so a structure pays its share
+    of the *current* net — pressure grows as the net shrinks and the equilibrium does not depend
+    on the starting width; "dense": linear, κ per whole starting net; "data": κ per parameter /
+    N_train, the ELBO's KL/N form),
     ``weight_decay`` (None keeps the recipe's; the weight prior already decays gated weights),
     ``plots`` (write PNGs to the adapter's run_dir), ``seed``.
     """
 
-    kappa: float = 0.7
+    kappa: float = 0.2
     layer_vs_unit: float = 0.5
     flops_vs_params: float = 0.5
     estimator: str = "disarm"
@@ -75,15 +80,16 @@ class GatesMethod:
     theta_lr: float = 0.01
     threshold: float = 0.01
     prune_every: int = 50
-    freeze_after: float = 0.5
+    freeze_after: float = 0.8
     weight_prior: float = 5e-4
     hyper_prior: str = "vertex"
-    hyper_strength: float = 0.9
-    hyper_ramp: tuple = (0.1, 0.5)
+    hyper_strength: float = 2.0
+    hyper_ramp: tuple = (0.5, 1.0)
     cost_warmup: float = 0.05
     per_example: bool = True
     flip_per_step: int | None = None
-    cost_reference: str = "dense"
+    cost_reference: str = "log"
+    finetune: float = 0.35
     weight_decay: float | None = None
     plots: bool = True
     seed: int = 0
@@ -98,8 +104,10 @@ class GatesMethod:
         for name in ("estimator", "layer_estimator"):
             if str(getattr(self, name)).lower() not in ESTIMATORS:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {sorted(ESTIMATORS)}")
-        if self.cost_reference not in ("dense", "data"):
-            raise ValueError(f"cost_reference must be 'dense' or 'data', got {self.cost_reference!r}")
+        if self.cost_reference not in ("log", "dense", "data"):
+            raise ValueError(f"cost_reference must be 'log', 'dense' or 'data', got {self.cost_reference!r}")
+        if not 0.0 <= self.finetune < 1.0:
+            raise ValueError(f"finetune must be in [0, 1) (share of the epochs after θ is rounded), got {self.finetune}")
         if self.hyper_prior not in HYPER_PRIORS:
             raise ValueError(f"unknown hyper_prior {self.hyper_prior!r}; choose one of {sorted(HYPER_PRIORS)}")
         if not 0.0 < self.threshold < 0.5:
@@ -117,7 +125,7 @@ class GatesMethod:
             theta_lr=self.theta_lr, threshold=self.threshold, prune_every=self.prune_every,
             freeze_after=self.freeze_after, total_steps=total_steps, label_smoothing=label_smoothing,
             cost_warmup=self.cost_warmup, flip_per_step=self.flip_per_step, cost_reference=self.cost_reference,
-            n_train=n_train, seed=self.seed,
+            n_train=n_train, finetune=self.finetune, seed=self.seed,
         )
 
     def run(self, model: nn.Module, adapter) -> tuple[nn.Module, dict]:
@@ -145,7 +153,8 @@ class GatesMethod:
         started = time.perf_counter()
         history = adapter.train(model, epochs=epochs, callbacks=[obj], loss_fn=obj.loss_fn, **overrides)
         train_seconds = time.perf_counter() - started
-        converged = obj.converged_fraction()
+        # θ's convergence is judged before rounding: at the end of the gating phase if there was one
+        converged = obj.converged_before_rounding if obj.rounded else obj.converged_fraction()
         theta_final = {n: obj.gs.effective_theta(n).detach().cpu().tolist() for n in obj.gs.gates}
         model = gs.finalize()
         model.eval()
@@ -167,6 +176,8 @@ class GatesMethod:
             "theta_trajectory": obj.trajectory,
             "theta_final": theta_final,
             "converged_fraction": converged,
+            # step at which θ was rounded (None: only at the end); later steps fine-tuned the small net
+            "rounded_at_step": obj.gate_steps if obj.rounded else None,
             "history": history,
         }
         if self.plots and adapter.run_dir is not None:

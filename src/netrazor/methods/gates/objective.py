@@ -13,6 +13,13 @@
                    θ > 1 − τ to 1 (after ``freeze_after`` of training), rebuild the trainer's
                    optimiser when the model shrank;
   ``on_epoch_end`` logs widths, θ snapshots, expected cost and seconds per epoch.
+
+Two phases [REC]: the *gating* phase (the first ``1 − finetune`` of the steps) learns θ; every
+schedule (cost warm-up, hyper-prior ramp, ``freeze_after``) is a fraction of it. Then θ is
+rounded once (θ < ½ removed, the rest fixed at 1; the share of gates within 0.01 of a vertex just
+before is kept in ``converged_before_rounding``) and the *fine-tune* phase trains the
+deterministic smaller net with plain single-pass batches: the weights stop paying for the gate
+noise, and the last epochs (at the schedule's low learning rates) cost only the small net.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ class GateObjective:
                  threshold: float = 0.01, prune_every: int = 100, freeze_after: float = 0.5,
                  total_steps: int | None = None, label_smoothing: float = 0.0, snapshot_every: int | None = None,
                  cost_warmup: float = 0.05, flip_per_step: int | None = None, cost_reference: str = "dense",
-                 n_train: int | None = None, seed: int = 0):
+                 n_train: int | None = None, finetune: float = 0.0, seed: int = 0):
         self.gs = gs
         self.cost = CostModel(gs, kappa=kappa, flops_vs_params=flops_vs_params, layer_vs_unit=layer_vs_unit,
                               reference=cost_reference, n_train=n_train)
@@ -55,6 +62,11 @@ class GateObjective:
         self.prune_every = int(prune_every)
         self.freeze_after = float(freeze_after)
         self.total_steps = total_steps
+        if not 0.0 <= float(finetune) < 1.0:
+            raise ValueError(f"finetune must be in [0, 1), got {finetune}")
+        self.finetune = float(finetune)  # share of the steps trained after θ is rounded
+        self.rounded = False
+        self.converged_before_rounding: float | None = None
         self.label_smoothing = float(label_smoothing)
         # θ snapshots for the record and plots; None: about 100 over the run
         self.snapshot_every = snapshot_every
@@ -74,8 +86,17 @@ class GateObjective:
 
     # --- helpers ----------------------------------------------------------------------------------
     @property
+    def gate_steps(self) -> int | None:
+        """Steps of the gating phase (θ is rounded after them)."""
+        if not self.total_steps:
+            return None
+        return max(1, int(round(self.total_steps * (1.0 - self.finetune))))
+
+    @property
     def progress(self) -> float:
-        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+        """Fraction of the gating phase done (every θ schedule is expressed in it)."""
+        steps = self.gate_steps
+        return min(1.0, self.step / steps) if steps else 0.0
 
     def _estimators(self) -> dict[str, Estimator]:
         return {"unit": self.unit_estimator, "filter": self.unit_estimator, "input": self.unit_estimator,
@@ -87,7 +108,7 @@ class GateObjective:
 
     # --- loss_fn ----------------------------------------------------------------------------------
     def loss_fn(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not model.training:
+        if not model.training or self.rounded:  # eval, or fine-tuning the rounded net: one plain pass
             logits = model(x)
             return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
         copies = self.unit_estimator.copies
@@ -156,6 +177,8 @@ class GateObjective:
     def extra_loss(self, trainer=None) -> torch.Tensor:
         # [REC] κ ramps in over the first ``cost_warmup`` of training: at step 0 the weights are
         # random, so the data term says nothing yet about which structures matter.
+        if self.rounded:  # θ is fixed: the cost is a constant, only the weight prior still acts
+            return weight_prior(self.gs, self.lam)
         ramp = 1.0 if self.cost_warmup <= 0 else min(1.0, self.progress / self.cost_warmup)
         cost = self.cost() * ramp
         total = cost + weight_prior(self.gs, self.lam)
@@ -169,6 +192,8 @@ class GateObjective:
         return total
 
     def on_after_backward(self, trainer=None) -> None:
+        if self.rounded:
+            return
         if self.theta_optimizer is None:
             self._build_theta_optimizer()
         if self.theta_optimizer is not None:
@@ -180,8 +205,26 @@ class GateObjective:
         self.step += 1
         if self.snapshot_every and self.step % self.snapshot_every == 0:
             self._snapshot()
-        if self.prune_every and self.step % self.prune_every == 0:
+        if self.rounded:
+            return
+        if self.finetune > 0 and self.gate_steps is not None and self.step >= self.gate_steps:
+            self.round(trainer)
+        elif self.prune_every and self.step % self.prune_every == 0:
             self.maintain(trainer)
+
+    def round(self, trainer=None) -> int:
+        """End of the gating phase: remove θ < ½, fix the rest at 1 (θ converged or not)."""
+        self.converged_before_rounding = self.converged_fraction()
+        self._snapshot()
+        removed = self.gs.round()
+        self.rounded = True
+        self.theta_optimizer = None
+        log.info("step %d: θ rounded (%.4f of gates were within 0.01 of a vertex); removed %d; widths %s",
+                 self.step, self.converged_before_rounding, removed, self.gs.widths())
+        if removed:
+            self.removals.append({"step": self.step, "removed": removed, "widths": self.gs.widths(), "rounding": True})
+        self._rebuild_trainer_optimizer(trainer)
+        return removed
 
     def maintain(self, trainer=None) -> int:
         """Remove θ < τ structures and freeze θ > 1 − τ; rebuild optimisers if the model shrank."""
@@ -191,18 +234,22 @@ class GateObjective:
             self.removals.append({"step": self.step, "removed": removed, "widths": self.gs.widths()})
             log.info("step %d: removed %d structures; widths %s", self.step, removed, self.gs.widths())
             self._build_theta_optimizer()
-            maps = self.gs.pop_index_maps()
-            rebuild = getattr(trainer, "rebuild_optimizer", None)
-            if rebuild is not None:
-                # netrazor's Trainer carries momentum over, cut like the weights; other trainers may
-                # only offer a plain rebuild
-                if "index_maps" in inspect.signature(rebuild).parameters:
-                    rebuild(index_maps=maps)
-                else:
-                    rebuild()
+            self._rebuild_trainer_optimizer(trainer)
         if frozen:
             log.info("step %d: froze %d gates at θ = 1", self.step, frozen)
         return removed
+
+    def _rebuild_trainer_optimizer(self, trainer) -> None:
+        maps = self.gs.pop_index_maps()
+        rebuild = getattr(trainer, "rebuild_optimizer", None)
+        if rebuild is None:
+            return
+        # netrazor's Trainer carries momentum over, cut like the weights; other trainers may
+        # only offer a plain rebuild
+        if "index_maps" in inspect.signature(rebuild).parameters:
+            rebuild(index_maps=maps)
+        else:
+            rebuild()
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
         with torch.no_grad():
@@ -230,7 +277,7 @@ class GateObjective:
         return (near + self.gates_dense - present) / self.gates_dense if self.gates_dense else 1.0
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "widths": self.gs.widths()}
+        return {"step": self.step, "widths": self.gs.widths(), "rounded": self.rounded}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state.get("step", 0))

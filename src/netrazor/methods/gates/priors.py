@@ -9,10 +9,14 @@ Hyper-prior [REC]: the paper derives a hyper-prior over the prior parameters tha
 converge to 0 or 1; its form is not available to us. Our default, :class:`VertexPrior`, adds
 Σ_g γ_g(t)·θ_g(1 − θ_g), whose gradient γ_g(1 − 2θ_g) pushes θ_g toward its nearer vertex.
 γ_g(t) = η(t)·s_g is *self-scaled*: s_g is the (detached) gradient of the κ-weighted cost with
-respect to θ_g, and η(t) ramps from 0 (start of ``ramp``, 10 % of training) to ``strength`` = 0.9 < 1 (end of ``ramp``, 50 %).
+respect to θ_g, and η(t) ramps from 0 (start of ``ramp``) to ``strength`` (end of ``ramp``);
+progress is measured in the gating phase (before θ is rounded). Defaults (0.5, 1.0) and 2.0.
 Why: a structure the data does not need feels the cost s_g; as long as η < 1 the hyper-prior can
 never hold it at 1, but it breaks the ties of structures whose data value balances their cost
-(the "many half-open units" ensemble) toward 0 or 1. No per-model constant is involved.
+(the "many half-open units" ensemble) toward 0 or 1. Once η > 1 (the last quarter of the gating
+phase with the defaults) it locks every gate at its nearer vertex, so θ has converged when it is
+rounded. An early ramp (session 1: from 10 % of training) locks gates still near their start
+θ = 0.9 at 1 before the cost has acted. No per-model constant is involved.
 :class:`EntropyPrior` uses the Bernoulli entropy instead. Any object with
 ``__call__(theta: Tensor, progress: float, scale: Tensor | None) -> Tensor`` can replace them.
 """
@@ -40,8 +44,8 @@ def _ramp(progress: float, start: float, end: float) -> float:
 class VertexPrior:
     """η(t) Σ s_g θ_g(1−θ_g); knobs: ``strength`` (η at the end of the ramp), ``ramp`` (fractions of training)."""
 
-    strength: float = 0.9
-    ramp: tuple[float, float] = (0.1, 0.5)
+    strength: float = 2.0
+    ramp: tuple[float, float] = (0.5, 1.0)
 
     def __call__(self, theta: torch.Tensor, progress: float, scale: torch.Tensor | None = None) -> torch.Tensor:
         g = self.strength * _ramp(progress, *self.ramp)
@@ -53,8 +57,8 @@ class VertexPrior:
 class EntropyPrior:
     """η(t) Σ s_g H(Bernoulli(θ_g)) / 4 (nats; /4 matches θ(1−θ)'s slope at the vertices' midpoint)."""
 
-    strength: float = 0.9
-    ramp: tuple[float, float] = (0.1, 0.5)
+    strength: float = 2.0
+    ramp: tuple[float, float] = (0.5, 1.0)
 
     def __call__(self, theta: torch.Tensor, progress: float, scale: torch.Tensor | None = None) -> torch.Tensor:
         g = self.strength * _ramp(progress, *self.ramp)
@@ -66,7 +70,7 @@ class EntropyPrior:
 HYPER_PRIORS = {"vertex": VertexPrior, "entropy": EntropyPrior}
 
 
-def get_hyper_prior(name, strength: float = 0.9, ramp: tuple[float, float] = (0.1, 0.5)):
+def get_hyper_prior(name, strength: float = 2.0, ramp: tuple[float, float] = (0.5, 1.0)):
     if callable(name) and not isinstance(name, str):
         return name
     try:
