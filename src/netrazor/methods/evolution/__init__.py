@@ -2,7 +2,8 @@
 
 Public API: ``EvolutionMethod`` (the method), ``measure_throughput`` (vectorised vs looped
 candidate evaluation), ``plot_divergence_vs_density``; building blocks in the submodules
-(``targets``, ``genetics``, ``fitness``, ``suffix``, ``saliency``, ``divergence``); the masks and
+(``targets``, ``genetics``, ``fitness``, ``delta`` — the default evaluator —, ``workers``,
+``suffix``, ``saliency``, ``divergence``); the masks and
 their ``MaskKeeper`` callback are the shared ones of ``netrazor.methods.masks``.
 """
 

@@ -44,12 +44,11 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from netrazor.methods.evolution.divergence import Divergence
 
@@ -166,7 +165,7 @@ def _graph_after(gm: fx.GraphModule, anchor: fx.Node, fast_pool: bool) -> tuple[
     output = next(n for n in gm.graph.nodes if n.op == "output")
     frontier: list[fx.Node] = []
     for n in gm.graph.nodes:
-        if n in down and n is not anchor:
+        if n in down and n is not anchor:  # the output node included: it may return upstream values too
             for a in n.all_input_nodes:
                 if a not in down and a not in frontier:
                     frontier.append(a)
@@ -174,7 +173,6 @@ def _graph_after(gm: fx.GraphModule, anchor: fx.Node, fast_pool: bool) -> tuple[
     env = {anchor: graph.placeholder("anchor")}
     for i, a in enumerate(frontier):
         env[a] = graph.placeholder(f"frontier_{i}")
-    root = nn.Module()
     for n in gm.graph.nodes:
         if n in down and n is not anchor and n is not output:
             env[n] = graph.node_copy(n, lambda a: env[a])
@@ -189,7 +187,6 @@ def _graph_after(gm: fx.GraphModule, anchor: fx.Node, fast_pool: bool) -> tuple[
                     rest.add_submodule(name, fast)
                     n.target = name
         _pool_before_relu(rest)
-    del root
     return rest, frontier
 
 
@@ -361,7 +358,7 @@ class DeltaFitness:
     def __call__(self, zero_sets: torch.Tensor) -> torch.Tensor:
         if self._vectorised is not None:
             return self._vectorised(zero_sets)
-        zero_sets = zero_sets.to(self.weight.device)
+        zero_sets = zero_sets.to(self.weight.device).contiguous()
         n = zero_sets.shape[0]
         # union of all candidates' positions, sorted (uint8 amax: bool any() is ~13x slower here)
         pos = torch.nonzero(zero_sets.view(torch.uint8).amax(0)).flatten()
