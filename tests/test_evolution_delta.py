@@ -176,3 +176,21 @@ def test_de_run_picks_the_same_masks_with_every_evaluator():
     for evaluator, (masks, divs) in runs.items():
         assert all(torch.equal(masks[n], ref_masks[n]) for n in ref_masks), evaluator
         assert divs == pytest.approx(ref_div, rel=1e-4, abs=1e-7), evaluator
+
+
+def test_pool_layout_and_gathers_are_reused_across_calls():
+    model, x = MiniLeNet(), torch.randn(12, 1, 16, 16)
+    teacher, div = _setup(model, x, 4)
+    w = model[7].weight  # the Linear after the convs (dense path: every row touched)
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randperm(w.numel(), generator=g)[:60]
+    fit = DeltaFitness(model, "7", x, teacher, div, pool=pool, example_chunk=5)
+    looped = LoopedFitness(model, "7", x, teacher, div)
+    for call in range(3):  # a step's generations: new subsets of the same pool
+        zs = torch.zeros(6, w.numel(), dtype=torch.bool)
+        zs[:, pool] = torch.rand(6, pool.numel(), generator=g) < 0.5
+        assert torch.allclose(fit(zs), looped(zs), rtol=1e-4, atol=1e-7), call
+        assert fit._pool_layout is not None and len(fit._g_cache) == 3  # 12 examples in chunks of 5
+    outside = torch.zeros(2, w.numel(), dtype=torch.bool)
+    outside[:, [i for i in range(w.numel()) if i not in set(pool.tolist())][:3]] = True  # not in the pool
+    assert torch.allclose(fit(outside), looped(outside), rtol=1e-4, atol=1e-7)

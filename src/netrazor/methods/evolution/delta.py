@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 GATHER_ELEMENTS = 16_000_000  # ~64 MB of float32 for the gathered G of one example chunk
 CHUNK_ELEMENTS = 8_000_000    # ~32 MB: the layer's output for one chunk of candidates x examples
+CACHE_ELEMENTS = 96_000_000   # ~384 MB: G of a whole pool kept across a step's calls (else per call)
 
 # Ops that act on each channel separately and have no per-channel parameters, so they can run on
 # any subset of channels (Dropout only in eval mode, where it is the identity).
@@ -227,13 +228,16 @@ class DeltaFitness:
     ``example_chunk`` (examples per gather; None = sized from ``GATHER_ELEMENTS``), ``fast_pool``,
     ``sparse_channels`` and ``sparse_threshold`` (mean fraction of the layer's channels a call's
     candidates may touch for the channel-sparse path), ``row_buckets`` (output rows are padded to
-    the largest pool count within their bucket of similar counts)."""
+    the largest pool count within their bucket of similar counts), ``pool`` (flat indices every
+    candidate of this evaluator's life is drawn from — a DE step's pool: its layout and gathered
+    ``G`` are then built once and reused by every call, within ``CACHE_ELEMENTS``)."""
 
     def __init__(self, model: nn.Module, layer_name: str, x: torch.Tensor, teacher_logits: torch.Tensor,
                  divergence: Divergence, chunk_size: int | None = None, example_chunk: int | None = None,
                  fast_pool: bool = True, sparse_channels: bool = True, sparse_threshold: float = 0.75,
-                 row_buckets: int = 4) -> None:
+                 row_buckets: int = 4, pool: torch.Tensor | None = None) -> None:
         self.teacher_logits, self.divergence, self.row_buckets = teacher_logits, divergence, max(1, row_buckets)
+        self.pool_mask, self._pool_layout, self._g_cache = None, None, {}
         self.chunk_size, self.sparse_threshold = chunk_size, sparse_threshold
         self.fallback: str | None = None
         self.path_used: str | None = None  # "dense" or "channel-sparse": what the last call did
@@ -251,7 +255,7 @@ class DeltaFitness:
             if len(calls) != 1:
                 why = f"{layer_name} is called {len(calls)} times in the graph"
         if why is None:
-            why = self._build(gm, calls[0], layer, x, example_chunk, fast_pool, sparse_channels)
+            why = self._build(gm, calls[0], layer, x, example_chunk, fast_pool, sparse_channels, pool)
         if why is not None:
             from netrazor.methods.evolution.fitness import VectorisedFitness
 
@@ -261,8 +265,11 @@ class DeltaFitness:
 
     # ------------------------------------------------------------------ set-up
     @torch.no_grad()
-    def _build(self, gm, layer_node, layer, x, example_chunk, fast_pool, sparse_channels) -> str | None:
+    def _build(self, gm, layer_node, layer, x, example_chunk, fast_pool, sparse_channels, pool) -> str | None:
         self.layer, self.weight = layer, layer.weight.detach()
+        if pool is not None:
+            self.pool_mask = torch.zeros(self.weight.numel(), dtype=torch.bool, device=self.weight.device)
+            self.pool_mask[pool.to(self.weight.device)] = True
         self.out_channels = self.weight.shape[0]
         self.fan_in = self.weight[0].numel()
         chain = _chain_after(gm, layer_node, fast_pool) if sparse_channels else None
@@ -329,14 +336,16 @@ class DeltaFitness:
         return F.conv2d(inp, weight, None, layer.stride, padding, layer.dilation)
 
     # ------------------------------------------------------------------ evaluation
-    def _buckets(self, zero_sets: torch.Tensor, pos: torch.Tensor) -> list[dict]:
-        """Group the union positions ``pos`` by output row, rows of similar counts in one bucket
-        (padding every row to the global maximum wasted ~1/3 of the bmm on LeNet-5's conv2)."""
-        dev, dt, n = self.weight.device, self.weight.dtype, zero_sets.shape[0]
+    def _layout(self, pos: torch.Tensor) -> list[dict]:
+        """Group positions ``pos`` (sorted flat indices) by output row, rows of similar counts in
+        one bucket (padding every row to the global maximum wasted ~1/3 of the bmm on LeNet-5's
+        conv2). Each bucket: rows, m, the padded ``[R, m]`` position table, its validity mask and
+        the input column of every slot."""
+        dev = self.weight.device
         rows, counts = torch.unique_consecutive(pos // self.fan_in, return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
         order = torch.argsort(counts, descending=True, stable=True)
-        buckets = []
+        layout = []
         for part in torch.tensor_split(order, min(self.row_buckets, rows.numel())):
             if part.numel() == 0:
                 continue
@@ -344,15 +353,22 @@ class DeltaFitness:
             cnt, st = counts[part], starts[part]
             m = int(cnt.max())
             slot = torch.arange(m, device=dev)
-            valid = slot[None, :] < cnt[:, None]
-            # table[r, j]: the j-th union position of row r (padding repeats a real one, masked by valid)
+            # table[r, j]: the j-th position of row r (padding repeats a real one, masked by valid)
             table = pos[st[:, None] + torch.minimum(slot[None, :], cnt[:, None] - 1)]
-            member = zero_sets[:, table.flatten()].view(n, part.numel(), m) & valid
-            # the weight rides on the membership: delta[r, c] = (A[c, r] * w[table[r]]) @ G[r]
-            weighted = (member.to(dt) * self.weight.reshape(-1)[table]).transpose(0, 1).contiguous()
-            buckets.append({"rows": rows[part], "m": m, "cols": (table % self.fan_in).flatten(),
-                            "weighted": weighted})
-        return buckets
+            layout.append({"rows": rows[part], "m": m, "table": table, "valid": slot[None, :] < cnt[:, None],
+                           "cols": (table % self.fan_in).flatten()})
+        return layout
+
+    def _weighted(self, layout: list[dict], zero_sets: torch.Tensor) -> list[torch.Tensor]:
+        """Per bucket ``[R, n, m]``: A[c, r, j] (candidate c zeroes slot j of row r) times the weight
+        there — the weight rides on the membership: delta[r, c] = (A[c, r] * w[table[r]]) @ G[r]."""
+        n, w = zero_sets.shape[0], self.weight.reshape(-1)
+        out = []
+        for bk in layout:
+            r, m = bk["table"].shape
+            member = zero_sets[:, bk["table"].flatten()].view(n, r, m) & bk["valid"]
+            out.append((member.to(w.dtype) * w[bk["table"]]).transpose(0, 1).contiguous())
+        return out
 
     @torch.no_grad()
     def __call__(self, zero_sets: torch.Tensor) -> torch.Tensor:
@@ -373,18 +389,29 @@ class DeltaFitness:
             logits = [self._sparse_chunk(zero_sets[c0:c0 + c_step], touched[c0:c0 + c_step])
                       for c0 in range(0, n, c_step)]
             return self.divergence(torch.cat(logits), self.teacher_logits)
-        buckets = self._buckets(zero_sets, pos)
-        gather_per_example = sum(int(b["cols"].numel()) for b in buckets) * self.L
+        # A step's calls all draw from one pool: lay out (and gather G for) the whole pool once
+        # and reuse it, when the pool is known, holds this call's positions and G fits the cache.
+        cached = (self.pool_mask is not None and bool(self.pool_mask[pos].all())
+                  and int(self.pool_mask.sum()) * self.L * self.batch <= CACHE_ELEMENTS)
+        if cached and self._pool_layout is None:
+            self._pool_layout = self._layout(torch.nonzero(self.pool_mask).flatten())
+        layout = self._pool_layout if cached else self._layout(pos)
+        weighted = self._weighted(layout, zero_sets)
+        gather_per_example = sum(int(bk["cols"].numel()) for bk in layout) * self.L
         b_step = self.example_chunk or max(1, GATHER_ELEMENTS // max(1, gather_per_example))
         c_step = self.chunk_size or max(1, CHUNK_ELEMENTS // max(1, self.per_example_out * min(b_step, self.batch)))
         per_chunk = []
         for s in range(0, self.batch, b_step):
             ex = slice(s, min(self.batch, s + b_step))
             b = ex.stop - ex.start
-            # G[r, j, (b, l)] = the input feature that weight table[r, j] multiplies
-            gathered = [torch.index_select(self.columns_t[:, ex], 0, bk["cols"]).view(bk["rows"].numel(), bk["m"], b * self.L)
-                        for bk in buckets]
-            logits = [self._dense_chunk(buckets, gathered, slice(c0, c0 + c_step), ex) for c0 in range(0, n, c_step)]
+            gathered = self._g_cache.get(s) if cached else None
+            if gathered is None:
+                # G[r, j, (b, l)] = the input feature that weight table[r, j] multiplies
+                gathered = [torch.index_select(self.columns_t[:, ex], 0, bk["cols"]).view(bk["rows"].numel(), bk["m"], b * self.L)
+                            for bk in layout]
+                if cached:
+                    self._g_cache[s] = gathered
+            logits = [self._dense_chunk(layout, weighted, gathered, slice(c0, c0 + c_step), ex) for c0 in range(0, n, c_step)]
             per_chunk.append(torch.cat(logits))
         return self.divergence(torch.cat(per_chunk, dim=1), self.teacher_logits)
 
@@ -394,19 +421,20 @@ class DeltaFitness:
     def _frontier(self, ex: slice) -> list[torch.Tensor]:
         return [f[ex] for f in self.frontier] if self.example_chunk != self.batch else self.frontier
 
-    def _dense_chunk(self, buckets: list[dict], gathered: list[torch.Tensor], cand: slice, ex: slice):
+    def _dense_chunk(self, layout: list[dict], weighted: list[torch.Tensor], gathered: list[torch.Tensor],
+                     cand: slice, ex: slice):
         b = ex.stop - ex.start
-        if len(buckets) == 1 and buckets[0]["rows"].numel() == self.out_channels:
-            delta = torch.bmm(buckets[0]["weighted"][:, cand], gathered[0])     # rows already in order
+        if len(layout) == 1 and layout[0]["rows"].numel() == self.out_channels:
+            delta = torch.bmm(weighted[0][:, cand], gathered[0])                # rows already in order
             pc = delta.shape[1]
         else:
-            pc = buckets[0]["weighted"][:, cand].shape[1]
-            covered = sum(int(bk["rows"].numel()) for bk in buckets) == self.out_channels
+            pc = weighted[0][:, cand].shape[1]
+            covered = sum(int(bk["rows"].numel()) for bk in layout) == self.out_channels
             # each bucket's [R_i, pc, b*L] rows land in channel order (whole blocks: plain copies)
             delta = (torch.empty if covered else torch.zeros)(self.out_channels, pc, b * self.L,
                                                               dtype=self.base_out.dtype, device=self.base_out.device)
-            for bk, g in zip(buckets, gathered):
-                delta.index_copy_(0, bk["rows"], torch.bmm(bk["weighted"][:, cand], g))
+            for bk, wt, g in zip(layout, weighted, gathered):
+                delta.index_copy_(0, bk["rows"], torch.bmm(wt[:, cand], g))
         delta = delta.view(self.out_channels, pc, b, self.L).permute(1, 2, 0, 3)
         out = (self.base_out[ex].reshape(1, b, self.out_channels, self.L) - delta).view(pc, b, self.out_channels, *self.spatial)
         if self.next_layer is not None:  # chain exists but this call is dense: run it, then the next layer

@@ -83,11 +83,13 @@ EVALUATORS = ("delta", "vectorised", "looped", "workers")
 
 
 def make_fitness(kind: str, model: nn.Module, layer_name: str, x: torch.Tensor, teacher_logits: torch.Tensor,
-                 divergence: Divergence, chunk_size: int | None = None, workers: int = 2):
+                 divergence: Divergence, chunk_size: int | None = None, workers: int = 2,
+                 pool: torch.Tensor | None = None):
     """``kind``: "delta" (``delta.DeltaFitness``: weight deltas on the touched channels, falls back
     to "vectorised" where it does not apply), "vectorised" (vmap over the suffix), "looped", or
     "workers" (``workers.WorkerFitness``: "looped" sharded over ``workers`` forked processes, for
-    models too large for batched evaluation; call its ``close()`` when the step is done)."""
+    models too large for batched evaluation; call its ``close()`` when the step is done).
+    ``pool``: the step's candidate pool (flat indices), which lets "delta" reuse its gathers."""
     if kind == "workers":
         from netrazor.methods.evolution.workers import WorkerFitness
 
@@ -97,5 +99,5 @@ def make_fitness(kind: str, model: nn.Module, layer_name: str, x: torch.Tensor, 
     if kind == "delta":
         from netrazor.methods.evolution.delta import DeltaFitness
 
-        return DeltaFitness(model, layer_name, x, teacher_logits, divergence, chunk_size)
+        return DeltaFitness(model, layer_name, x, teacher_logits, divergence, chunk_size, pool=pool)
     return VectorisedFitness(model, layer_name, x, teacher_logits, divergence, chunk_size)

@@ -206,7 +206,7 @@ class EvolutionMethod:
         (flat indices), its divergence, the greedy set's divergence and counters. Does not commit."""
         pool = candidate_pool(score, alive, k, self.pool_factor)
         fitness = make_fitness(self.evaluator, student, layer_name, x, teacher_logits, divergence, self.chunk_size,
-                               self.workers)
+                               self.workers, pool=pool)
         try:
             return self._search(fitness, pool, k, alive.numel(), g)
         finally:
