@@ -13,11 +13,12 @@ greedily by marginal divergence per bit":
   failures in a row (error grows as bits shrink, but a validation accuracy moves in steps of one
   image: on LeNet-5 a layer failed at 5 bits by one image and passed at 4 and 3, so a walk that
   stops at the first failure kept 6 bits). The threshold carries a 1e-9 slack: a difference of two
-  accuracies such as 0.9892 − 0.9882 is 0.0010000000000000009 in floating point, not 0.001. Layer errors add up when all layers are quantised
-  together, so when ``joint_fix`` is set and the joint eval exceeds the tolerance, one layer gets
-  its next wider width, repeatedly, until the joint model is within tolerance (or all layers are
-  back at the widest width). Which layer: every raisable layer is tried (joint eval measured) and
-  the raise with the lowest joint eval wins, ties going to the one adding the fewest index bits.
+  accuracies such as 0.9892 − 0.9882 is 0.0010000000000000009 in floating point, not 0.001.
+  Layer errors add up when all layers are quantised together, so when ``joint_fix`` is set and
+  the joint eval exceeds the tolerance, one layer gets its next wider width, repeatedly, until the
+  joint model is within tolerance (or all layers are back at the widest width). Which layer:
+  every raisable layer is tried (joint eval measured) and the raise with the lowest joint eval
+  wins, ties going to the one adding the fewest index bits.
   (An earlier rule raised "the layer whose own eval rose most"; on a noisy validation accuracy it
   walked one layer of LeNet-300 from 3 to 8 bits while the joint eval did not move.)
   Then, when the joint model fits, each layer bias of at least ``bias_min_size`` elements walks
@@ -112,8 +113,8 @@ def search_bits(
 
     ``bias_bits``: widths tried for the biases (None: biases stay float32); ``bias_min_size``:
     smaller biases stay float32; ``patience``: failures in a row a layer's walk tolerates before
-    it stops (0 = stop at the first failure). Returns a :class:`QuantResult` whose ``evals`` holds ``baseline``,
-    ``threshold``, ``curves`` (per layer: bits → eval), ``single`` (per layer: eval at its chosen
+    it stops (0 = stop at the first failure). Returns a :class:`QuantResult` whose ``evals``
+    holds ``baseline``, ``threshold``, ``curves`` (per layer: bits → eval), ``single`` (per layer: eval at its chosen
     width), ``joint`` and ``bias_curves`` (per biased layer: bits → joint eval).
     """
     if tolerance < 0:
