@@ -69,7 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--approx-epochs", type=int, default=1)
     p.add_argument("--temperature", type=float, default=None, help="NEPENTHE's softmax temperature (default: the method's, 1 = EGP)")
     p.add_argument("--zeta", type=float, default=None, help="NEPENTHE's pruned fraction per round (default: the method's, 0.5)")
-    p.add_argument("--tag", default="", help="suffix of the record's method name (e.g. -entropy-order)")
+    p.add_argument("--tag", default="", help="suffix of the record's method name; write --tag=-T10 (a value starting with - needs the =)")
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--cache", default="runs/bench-dense")
     return p.parse_args(argv)
