@@ -3,7 +3,7 @@
 from netrazor.train.callbacks import Callback, CallbackList, EarlyStopping
 from netrazor.train.config import TrainConfig
 from netrazor.train.distributed import DistInfo, env_dist_info, init_distributed
-from netrazor.train.losses import cross_entropy_loss, distillation_loss
+from netrazor.train.losses import cross_entropy_loss, distillation_loss, distillation_loss_fn
 from netrazor.train.recipes import default_config
 from netrazor.train.schedule import LRSchedule
 from netrazor.train.trainer import History, Trainer, seed_everything
@@ -20,6 +20,7 @@ __all__ = [
     "cross_entropy_loss",
     "default_config",
     "distillation_loss",
+    "distillation_loss_fn",
     "env_dist_info",
     "init_distributed",
     "seed_everything",

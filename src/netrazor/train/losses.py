@@ -55,3 +55,20 @@ def distillation_loss(
 
         raise ConfigError("distillation_loss with alpha < 1 needs targets for the cross-entropy term; pass targets= or alpha=1.")
     return alpha * kd + (1.0 - alpha) * F.cross_entropy(student_logits, targets)
+
+
+def distillation_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 1.0) -> LossFn:
+    """A ``loss_fn(model, x, y) -> (loss, logits)`` for ``Trainer`` / ``Adapter.train`` that distils
+    ``teacher`` into the model being trained (:func:`distillation_loss`). The teacher is put in eval
+    mode and frozen: it is a fixed target, never trained or updated through BN statistics."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits = model(x)
+        with torch.no_grad():
+            t_logits = teacher(x)
+        return distillation_loss(logits, t_logits, y, temperature=temperature, alpha=alpha), logits
+
+    return loss_fn

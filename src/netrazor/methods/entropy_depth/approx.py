@@ -26,25 +26,9 @@ from torch import nn
 
 from netrazor.errors import SurgeryError
 from netrazor.surgery.approximate import approximate_pairs, fold_pair_approximately
+from netrazor.train.losses import distillation_loss_fn as distill_loss  # the one implementation, under this module's name
 
 log = logging.getLogger(__name__)
-
-
-def distill_loss(teacher: nn.Module, temperature: float, alpha: float):
-    """``loss_fn(model, x, y) -> (loss, logits)`` for ``adapter.train``; the teacher stays frozen."""
-    from netrazor.train import distillation_loss
-
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
-    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        logits = model(x)
-        with torch.no_grad():
-            t_logits = teacher(x)
-        return distillation_loss(logits, t_logits, y, temperature=temperature, alpha=alpha), logits
-
-    return loss_fn
 
 
 def pair_key(pair) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ from torch import fx, nn
 from torch.func import vmap
 
 from netrazor.methods.evolution.divergence import Divergence
+from netrazor.methods.evolution.suffix import _downstream
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +136,6 @@ def _supported_linear(m: nn.Module) -> str | None:
             return f"conv padding {m.padding!r}/{m.padding_mode}"
         return None
     return f"{type(m).__name__} is not Linear/Conv2d"
-
-
-def _downstream(start: fx.Node) -> set[fx.Node]:
-    seen, stack = {start}, [start]
-    while stack:
-        for user in stack.pop().users:
-            if user not in seen:
-                seen.add(user)
-                stack.append(user)
-    return seen
 
 
 class _Recorder(fx.Interpreter):

@@ -12,19 +12,7 @@ import torch
 from torch import nn
 
 from netrazor.methods.masks import MaskKeeper
-
-
-def distill_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 1.0):
-    """A ``loss_fn(model, x, y) -> (loss, logits)`` for ``Trainer`` / ``Adapter.train``."""
-    from netrazor.train import distillation_loss
-
-    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        logits = model(x)
-        with torch.no_grad():
-            t_logits = teacher(x)
-        return distillation_loss(logits, t_logits, y, temperature=temperature, alpha=alpha), logits
-
-    return loss_fn
+from netrazor.train.losses import distillation_loss_fn as distill_loss_fn  # the one implementation, under this module's name
 
 
 def finetune_with_masks(adapter: Any, model: nn.Module, masks: dict[str, torch.Tensor], epochs: int,
