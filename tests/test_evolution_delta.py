@@ -156,7 +156,7 @@ def test_worker_processes_equal_looped_and_close():
         fit.close()
     # the same computation in other processes; workers run single-threaded, this process may not,
     # so reductions can differ in the last bits (bit-equal under OMP_NUM_THREADS=1)
-    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-7)  # float32 KL of ~3e-3
     assert all(not p.is_alive() for p in procs)
 
 
