@@ -66,7 +66,9 @@ def _train_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
-QUANTISE_PARAMS = ("bits", "tolerance", "method", "per_channel", "budget_bits")
+QUANTISE_PARAMS = ("bits", "tolerance", "method", "per_channel", "budget_bits", "qat_epochs", "qat_lr")
+# at most one way to choose the widths: fixed ``bits``, a ``tolerance`` search (default) or a ``budget_bits`` allocation
+QUANTISE_MODES = ("bits", "tolerance", "budget_bits")
 PACK_PARAMS = ("filename",)
 
 
@@ -86,6 +88,7 @@ def validate_stages(recipe: Any, source: str) -> None:
             _check_params(kind, stage.params, _train_fields(), source)
         elif kind == "quantise":
             _check_params(kind, stage.params, list(QUANTISE_PARAMS), source)
+            _check_quantise(stage.params, f"{source}: stage {index} `quantise`")
         elif kind == "pack":
             _check_params(kind, stage.params, list(PACK_PARAMS), source)
         else:
@@ -115,13 +118,42 @@ def run_stage(kind: str, params: dict, model: nn.Module, ctx: StageContext) -> t
     raise RecipeError(f"unknown stage `{kind}`")
 
 
+def _check_quantise(params: dict, where: str) -> None:
+    """Recipe-time checks of the quantise knobs (a bad value fails before any work starts)."""
+    modes = [m for m in QUANTISE_MODES if m in params]
+    if len(modes) > 1:
+        raise RecipeError(f"{where}: give only one of {', '.join(modes)} (fixed widths, a tolerance search or a "
+                          "bit budget); drop the others.")
+    if "budget_bits" in params and (not isinstance(params["budget_bits"], int) or params["budget_bits"] <= 0):
+        raise RecipeError(f"{where}: budget_bits={params['budget_bits']!r} must be a positive integer "
+                          "(total bits of indices + codebooks over all layers).")
+    qat = params.get("qat_epochs", 0)
+    if not isinstance(qat, int) or qat < 0:
+        raise RecipeError(f"{where}: qat_epochs={qat!r} must be an integer >= 0 (0 = no quantisation-aware fine-tune).")
+    if params.get("qat_lr") is not None and not (isinstance(params["qat_lr"], (int, float)) and params["qat_lr"] > 0):
+        raise RecipeError(f"{where}: qat_lr={params['qat_lr']!r} must be a positive number (or leave it out).")
+
+
+# [REC] the QAT fine-tune's default learning rate: a tenth of the recipe's peak rate (the net is
+# already trained; a full rate would undo the sparsified optimum before the codebooks settle).
+QAT_LR_SCALE = 0.1
+
+
 def _quantise(model: nn.Module, params: dict, ctx: StageContext) -> tuple[nn.Module, dict]:
+    """Choose widths (``bits`` | ``tolerance`` search | ``budget_bits`` allocation), then optionally
+    fine-tune with straight-through quantisation (``qat_epochs``) and keep whichever of the two
+    quantised models has the lower validation error."""
     from netrazor import quant
 
     method = params.get("method", "kmeans")
+    per_channel = params.get("per_channel", False)
     if "bits" in params:
-        bits = params["bits"]
-        result = quant.quantize_model(model, bits=bits, method=method, per_channel=params.get("per_channel", False))
+        result = quant.quantize_model(model, bits=params["bits"], method=method, per_channel=per_channel)
+    elif "budget_bits" in params:
+        def val_error(candidate: nn.Module) -> float:
+            return 1.0 - ctx.adapter.evaluate(candidate, "val")["accuracy"]
+
+        result = quant.allocate_bits(model, val_error, int(params["budget_bits"]), method=method, per_channel=per_channel)
     else:
         baseline = ctx.adapter.evaluate(model, "val")["accuracy"]
 
@@ -129,11 +161,53 @@ def _quantise(model: nn.Module, params: dict, ctx: StageContext) -> tuple[nn.Mod
             return baseline - ctx.adapter.evaluate(candidate, "val")["accuracy"]
 
         result = quant.search_bits(
-            model, accuracy_drop, tolerance=params.get("tolerance", 0.002), method=method,
-            per_channel=params.get("per_channel", False),
+            model, accuracy_drop, tolerance=params.get("tolerance", 0.002), method=method, per_channel=per_channel,
         )
+    record: dict[str, Any] = {"bits": result.bits, "bias_bits": result.bias_bits, "method": method,
+                              "mode": next((m for m in QUANTISE_MODES if m in params), "tolerance")}
+    if params.get("qat_epochs", 0) > 0:
+        result, record["qat"] = _qat_finetune(model, result, params, ctx)
     ctx.artifacts["quantisation"] = result.to_dict()
-    return result.model, {"bits": result.bits, "method": method}
+    return result.model, record
+
+
+def _qat_finetune(float_model: nn.Module, searched, params: dict, ctx: StageContext):
+    """Straight-through QAT at the chosen widths (``netrazor.quant.qat``), from the float weights.
+
+    The quantised biases are set to their chosen levels and frozen (QAT re-quantises weights only;
+    a bias trained in float would have to be re-quantised afterwards, unchecked). The trained
+    model is re-quantised with the same widths (exact: its weights already hold at most 2^b levels)
+    and kept only when its validation error is lower than the searched model's: the choice is
+    made on validation data, like the search itself. Returns ``(QuantResult, record)``.
+    """
+    import copy
+
+    from netrazor import quant
+    from netrazor.quant.model import quantizable_layers
+
+    work = copy.deepcopy(float_model)
+    layers = quantizable_layers(work)
+    frozen = []
+    for name, q in searched.biases.items():
+        bias = layers[name].bias
+        bias.data.copy_(q.dequantized)
+        bias.requires_grad_(False)
+        frozen.append(bias)
+    lr = params.get("qat_lr") or QAT_LR_SCALE * ctx.adapter.train_config.lr
+    callback = quant.QuantizationAwareCallback(bits=searched.bits, method=searched.method, per_channel=searched.per_channel)
+    history = ctx.adapter.train(work, epochs=int(params["qat_epochs"]), callbacks=[callback], lr=lr,
+                                run_dir=ctx.stage_dir / "qat", resume=True)
+    for bias in frozen:
+        bias.requires_grad_(True)
+    trained = quant.quantize_model(work, searched.bits, method=searched.method, per_channel=searched.per_channel,
+                                   bias_bits=searched.bias_bits or None)
+    trained.evals = {**searched.evals, "qat_epochs": int(params["qat_epochs"]), "qat_lr": lr}
+    before = ctx.adapter.evaluate(searched.model, "val")["error"]
+    after = ctx.adapter.evaluate(trained.model, "val")["error"]
+    kept = after < before
+    record = {"epochs": int(params["qat_epochs"]), "lr": lr, "val_error_before": before, "val_error_after": after,
+              "kept": kept, "history": history}
+    return (trained if kept else searched), record
 
 
 def _pack(model: nn.Module, params: dict, ctx: StageContext) -> tuple[nn.Module, dict]:
