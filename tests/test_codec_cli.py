@@ -96,3 +96,34 @@ def test_unpack_of_a_surgery_model_writes_a_loadable_checkpoint(tmp_path, capsys
     from netrazor.codec import unpack
 
     assert torch.equal(restored(x), unpack(tmp_path / "s.nrz")(x))
+
+
+def test_pack_table_prints_a_shannon_bound_for_index_set_sections(tmp_path):
+    from rich.console import Console
+
+    from netrazor.codec import pack
+    from netrazor.commands.codec import _report_tables, section_bound_bytes
+
+    class Picked(torch.nn.Module):  # a first layer that reads only some input pixels (like gated LeNet-300)
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(90, 8)
+            self.register_buffer("input_index", torch.sort(torch.randperm(300, generator=torch.Generator().manual_seed(0))[:90])[0])
+
+    report = pack(Picked(), tmp_path / "p.nrz", bits=3)
+    rows = {row["name"]: row for row in report.tensors}
+    index_row = rows["input_index"]
+    assert index_row["kind"] == "index-set" and index_row["position_bound_bits"] > 0
+    bound = section_bound_bytes(index_row)
+    # 90 members of 300: the mask's order-0 entropy is ~0.88 bit per element, ~33 bytes; never above the section
+    assert 20 < bound <= index_row["section_bytes"]
+    assert rows["fc.bias"]["kind"] == "raw" and section_bound_bytes(rows["fc.bias"]) is None  # 8 floats: raw
+    console = Console(record=True, width=200)
+    _, layers = _report_tables(report)
+    console.print(layers)
+    text = console.export_text()
+    cells = {ln.split("│")[1].strip(): [c.strip() for c in ln.split("│")[1:-1]]
+             for ln in text.splitlines() if ln.count("│") > 2}
+    assert cells["input_index"][-1] == f"{bound:,.0f}"  # the bound column, not "—"
+    assert cells["fc.bias"][-1] == "none (raw)"
+    assert "raw sections code no stream" in text

@@ -40,17 +40,27 @@ def _report_tables(report) -> tuple[Table, Table]:
     stages.add_row("coded streams (positions + indices)", f"{report.stream_bytes:,}", "")
     stages.add_row("Shannon bound of those streams", f"{report.shannon_bound_bytes:,.0f}",
                    f"+{100 * (report.stream_bytes / report.shannon_bound_bytes - 1):.1f} %" if report.shannon_bound_bytes else "")
-    layers = Table(title="tensors")
+    layers = Table(title="tensors", caption="bound: order-0 Shannon bound of the symbol streams the section codes "
+                   "(positions, an index set's members, codebook indices); raw sections code no stream, so none")
     for col in ("tensor", "shape", "non-zero", "levels", "positions", "values", "bytes", "bound"):
         layers.add_column(col, justify="right" if col not in ("tensor", "positions", "values") else "left")
     for row in report.tensors:
-        bound = (row["position_bound_bits"] + row["index_bound_bits"]) / 8
+        bound = section_bound_bytes(row)
         layers.add_row(
             row["name"], "×".join(map(str, row["shape"])) or "scalar", f"{row['nnz']:,}",
             str(row["levels"] or "—"), row["position_kind"] or "raw", row["value_kind"] or row["dtype"],
-            f"{row['section_bytes']:,}", f"{bound:,.0f}" if row["kind"] == "sparse" else "—",
+            f"{row['section_bytes']:,}", "none (raw)" if bound is None else f"{bound:,.0f}",
         )
     return stages, layers
+
+
+def section_bound_bytes(row: dict) -> float | None:
+    """Shannon bound in bytes of one section's coded streams (a ``PackReport.tensors`` row), or
+    None for a raw section. An index set (e.g. a gated layer's kept input pixels) is coded as the
+    positions of a mask, so its bound is that mask stream's, exactly as for a sparse tensor's positions."""
+    if row["kind"] not in ("sparse", "index-set"):
+        return None
+    return (row["position_bound_bits"] + row["index_bound_bits"]) / 8
 
 
 def register(app: typer.Typer) -> None:
