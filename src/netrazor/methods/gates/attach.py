@@ -68,6 +68,8 @@ class GateSet:
         self.kept: dict[str, torch.Tensor] = {}
         self._handles: dict[str, object] = {}
         self.index_maps: dict[str, list] = {}  # cuts since the last optimiser rebuild
+        self.removed_sections: list[str] = []  # layer sets whose branch is now a ZeroBranch
+        self.idle_rectifiers: list[str] = []  # ReLUs made the identity by those removals (finalize)
         device = next(model.parameters()).device
         for s in structures:  # swap in pixel-selecting first layers before any hook is installed on them
             if s.kind == "input" and not isinstance(get_module(model, s.host), InputSelectLinear):
@@ -124,6 +126,7 @@ class GateSet:
                     self._drop_set(other.name)
             self.weight_layers = [w for w in self.weight_layers if w.section != name]
             self._drop_set(name)
+            self.removed_sections.append(name)
             return 1
         if not mask.any():
             mask[int(torch.argmax(gate.theta.detach().cpu()))] = True
@@ -202,11 +205,17 @@ class GateSet:
         """Round θ, remove the structures whose rounded gate is 0, take every gate and hook away.
 
         The result is a plain, deterministic, physically smaller network whose eval outputs equal
-        the gated model's eval outputs (eval gates are already θ rounded).
+        the gated model's eval outputs (eval gates are already θ rounded). When residual sections
+        were removed, the rectifiers that became the identity (a ReLU after ``x + 0`` on a
+        non-negative x) are replaced by ``nn.Identity`` too (exact; :mod:`.sections`).
         """
         self.round()
         for name in list(self.gates):
             self._drop_set(name)
+        if self.removed_sections:
+            from netrazor.methods.gates.sections import drop_idle_rectifiers
+
+            self.idle_rectifiers = drop_idle_rectifiers(self.model)
         for name, module in list(self.model.named_modules()):
             if isinstance(module, InputSelectLinear) and module.input_index.numel() == module.in_features \
                     and bool((module.input_index == torch.arange(module.in_features, device=module.input_index.device)).all()):

@@ -178,6 +178,9 @@ class GatesMethod:
             "converged_fraction": converged,
             # step at which θ was rounded (None: only at the end); later steps fine-tuned the small net
             "rounded_at_step": obj.gate_steps if obj.rounded else None,
+            # layer gates: residual sections removed, and the ReLUs that became the identity with them
+            "removed_sections": list(gs.removed_sections),
+            "idle_rectifiers": list(gs.idle_rectifiers),
             "history": history,
         }
         if self.plots and adapter.run_dir is not None:
