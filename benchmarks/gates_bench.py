@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--set", action="append", default=[], type=_knob, help="GatesMethod knob KEY=VALUE")
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--tag", default="", help="extra name part of the record, e.g. 'dataref' for a knob variant")
+    ap.add_argument("--no-plain", action="store_true",
+                    help="skip the plain training (robustness runs: the record then has no dense error or time)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -63,15 +65,17 @@ def main(argv: list[str] | None = None) -> Path:
     task = f"{args.data}-{args.model}"
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-    # plain training, same recipe and seed
+    # plain training, same recipe and seed (the initial weights are drawn the same way without it)
     torch.manual_seed(args.seed)
     dense = build_model(args.model, **build)
     initial = copy.deepcopy(dense.state_dict())
-    t0 = time.perf_counter()
-    hist_dense = Trainer(dense, data, config).fit()
-    train_seconds_dense = time.perf_counter() - t0
-    dense.eval()
-    test_dense = evaluate(dense, data.test, data.mean, data.std)["error"]
+    hist_dense, train_seconds_dense, test_dense = [], None, None
+    if not args.no_plain:
+        t0 = time.perf_counter()
+        hist_dense = Trainer(dense, data, config).fit()
+        train_seconds_dense = time.perf_counter() - t0
+        dense.eval()
+        test_dense = evaluate(dense, data.test, data.mean, data.std)["error"]
 
     # gated training from the same initial weights
     model = build_model(args.model, **build)
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> Path:
             "rounded_at_step": rec.get("rounded_at_step"),
             "steps_per_epoch": -(-len(data.train) // config.batch_size),
             "epoch_seconds": rec["epoch_seconds"],
-            "epoch_seconds_dense": [row.get("seconds") for row in hist_dense],
+            "epoch_seconds_dense": [row.get("seconds") for row in hist_dense] or None,
+            "plain_trained": not args.no_plain,
             "widths_per_epoch": [row["widths"] for row in rec["gate_epochs"]],
             "val_error_per_epoch": [row.get("val_error") for row in rec["gate_epochs"]],
             "removals": len(rec["removals"]),
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     path = write_record(record, args.results, name=name)
     logging.getLogger("gates_bench").info(
-        "%s: params %d -> %d (%.1f %% removed), test error %.4f (dense %.4f), %s; record %s",
+        "%s: params %d -> %d (%.1f %% removed), test error %.4f (dense %s), %s; record %s",
         task, record["params_dense"], record["params"], 100 * record["extra"]["params_removed_fraction"],
         record["test_error"], test_dense, rec["widths_after"], path)
     return path
