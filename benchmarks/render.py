@@ -133,7 +133,10 @@ def latency_checks(records: list[dict]) -> list[str]:
         if not low:
             continue
         dense_b1 = _mean([r.get("latency_ms_b1_dense") for r in recs])
-        if dense_b1 is not None and dense_b1 < OVERHEAD_BOUND_MS and [n for n, _ in low] == ["b1"]:
+        recorded = _recorded_reason(recs, [n for n, _ in low])
+        if recorded:
+            why = recorded
+        elif dense_b1 is not None and dense_b1 < OVERHEAD_BOUND_MS and [n for n, _ in low] == ["b1"]:
             why = (f"the dense model runs in {dense_b1:.3f} ms at batch 1, where fixed per-layer call overhead, "
                    "not arithmetic, sets the time; at batch 64 the cut shows")
         elif dense_b1 is not None and dense_b1 < OVERHEAD_BOUND_MS:
@@ -145,6 +148,16 @@ def latency_checks(records: list[dict]) -> list[str]:
         lines.append(f"- `{method}{f' ({model})' if model else ''}`: latency {got} for {macs:.2f}× fewer MACs "
                      f"({share} of the MAC cut; floor {LATENCY_EFFICIENCY_FLOOR}) — {why}.")
     return lines
+
+
+def _recorded_reason(recs: list[dict], batches: list[str]) -> str | None:
+    """The reason a benchmark measured and stored (``extra.latency_reason``, per batch size), lowest seed first."""
+    for rec in sorted(recs, key=lambda r: r.get("seed", 0)):
+        reasons = (rec.get("extra") or {}).get("latency_reason") or {}
+        found = [f"{b}: {reasons[b]}" for b in batches if reasons.get(b)]
+        if found:
+            return f"measured (seed {rec.get('seed')}) — " + "; ".join(found)
+    return None
 
 
 def _mean(values: list):

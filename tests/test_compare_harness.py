@@ -1,0 +1,61 @@
+"""benchmarks.compare.run_task end to end on synthetic data: the Torch-Pruning records land at the
+reference (gates) MACs and carry where they landed and a measured latency breakdown.
+
+Gates is replaced by a stand-in (a narrower LeNet-5) so the test is quick and the reference MACs are
+known; data and the dense model are small synthetic stand-ins (no dataset download in tests).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("torch_pruning")
+
+import netrazor.methods.gates as gates_module  # noqa: E402
+from benchmarks import compare  # noqa: E402
+from netrazor.data import make_synthetic  # noqa: E402
+from netrazor.measure import count_macs  # noqa: E402
+from netrazor.models import build_model  # noqa: E402
+
+
+class NarrowGates:
+    """Stand-in for GatesMethod: 'prunes' to LeNet-5 at width 0.3 (no training)."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def run(self, model, adapter):
+        torch.manual_seed(1)
+        return build_model("lenet5", num_classes=10, in_channels=1, input_size=28, width_mult=0.3), {}
+
+
+def test_run_task_records_equal_macs_and_latency_reasons(tmp_path, monkeypatch):
+    data = make_synthetic(n_train=128, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
+    monkeypatch.setattr(compare, "load_data", lambda name: data)
+
+    def tiny_dense(model_name, data, config, *, tag, width_mult=1.0):
+        torch.manual_seed(0)
+        return build_model(model_name, num_classes=10, in_channels=1, input_size=28).eval(), 0.0
+
+    monkeypatch.setattr(compare, "dense_model", tiny_dense)
+    monkeypatch.setattr(gates_module, "GatesMethod", NarrowGates)
+    args = compare.parse_args(["--quick", "--methods", "gates,torch-pruning-magnitude", "--results", str(tmp_path)])
+    compare.run_task("mnist-lenet5", 0, args)
+
+    out = tmp_path / "mnist-lenet5"
+    gates = json.loads((out / "compare-gates-seed0-quick.json").read_text())
+    tp = json.loads((out / "compare-torch-pruning-magnitude-seed0-quick.json").read_text())
+    target = count_macs(NarrowGates().run(None, None)[0], (1, 28, 28))
+    assert gates["macs"] == target
+    assert tp["extra"]["target_macs"] == target and tp["extra"]["reached_macs"] == tp["macs"]
+    assert abs(tp["macs"] / target - 1) <= 0.05
+    assert tp["extra"]["finetune_epochs"] == 1 and len(tp["extra"]["steps"]) == 1
+    for rec in (gates, tp):  # both cut MACs > 1.1x: each has the breakdown and a reason per batch size
+        assert set(rec["extra"]["latency_reason"]) == {"b1", "b64"}
+        names = [row["name"] for row in rec["extra"]["latency_breakdown"]["b1"]["layers"]]
+        assert "conv1" in names and "fc2" in names
+    dense = json.loads((out / "compare-dense-seed0-quick.json").read_text())
+    assert "latency_reason" not in dense.get("extra", {})
