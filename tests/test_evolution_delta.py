@@ -73,7 +73,44 @@ def test_delta_equals_looped_on_lenet_pattern(knobs):
             paths.add(fit.path_used)
             assert torch.allclose(got, ref, rtol=1e-4, atol=1e-7), (name, p, got, ref)
             assert float(ref.max() - ref.min()) > 0  # the candidates really differ
-    assert paths == {"dense", "channel-sparse"}
+    assert "dense" in paths and paths & {"channel-sparse", "channel-shared"}, paths
+
+
+def _pool_draws(numel, pool_size, n, k, g):
+    """One DE step's candidates: random k-subsets of one small pool, so channel subsets repeat."""
+    pool = torch.randperm(numel, generator=g)[:pool_size]
+    keys = torch.rand(n, pool_size, generator=g)
+    zs = torch.zeros(n, numel, dtype=torch.bool)
+    zs[:, pool] = torch.zeros_like(keys, dtype=torch.bool).scatter_(1, torch.topk(keys, k, dim=1).indices, True)
+    return zs
+
+
+@pytest.mark.parametrize("make,layer,shape", [(MiniLeNet, "0", (14, 1, 16, 16)),        # conv -> relu/pool -> conv
+                                              (FunctionalChain, "f1", (14, 2, 14, 14)),  # linear -> tanh -> linear
+                                              (TinyCNN, "fc1", (14, 1, 16, 16))])         # linear -> F.relu -> linear
+def test_shared_channel_subsets_equal_looped(make, layer, shape):
+    model, x = make(), torch.randn(*shape)
+    teacher, div = _setup(model, x, model(x).shape[1])
+    numel = model.get_submodule(layer).weight.numel()
+    zs = _pool_draws(numel, 9, 24, 3, torch.Generator().manual_seed(2))
+    ref = LoopedFitness(model, layer, x, teacher, div)(zs)
+    assert float(ref.max() - ref.min()) > 0
+    for knobs in (dict(), dict(example_chunk=4)):  # whole batch, and 4 example chunks
+        shared = DeltaFitness(model, layer, x, teacher, div, **knobs)
+        got = shared(zs)
+        assert shared.path_used == "channel-shared"  # 24 candidates, ~1.5 pool slots per channel
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-7)
+    plain = DeltaFitness(model, layer, x, teacher, div, dedup_channels=False)
+    torch.testing.assert_close(plain(zs), ref, rtol=1e-4, atol=1e-7)
+    assert plain.path_used == "channel-sparse"
+    # every candidate distinct on every channel: sharing does not pay, the per-candidate form runs
+    one_each = torch.zeros(3, numel, dtype=torch.bool)
+    for c in range(3):
+        one_each[c, c] = True  # weight c of row 0: three different subsets of one channel
+    fit = DeltaFitness(model, layer, x, teacher, div)
+    torch.testing.assert_close(fit(one_each), LoopedFitness(model, layer, x, teacher, div)(one_each),
+                               rtol=1e-4, atol=1e-7)
+    assert fit.path_used == "channel-sparse"
 
 
 def test_delta_paths_chosen_by_touched_channels():
@@ -85,7 +122,7 @@ def test_delta_paths_chosen_by_touched_channels():
     fit = DeltaFitness(model, "0", x, teacher, div)
     ref = LoopedFitness(model, "0", x, teacher, div)(one_channel)
     assert torch.allclose(fit(one_channel), ref, rtol=1e-4, atol=1e-7)
-    assert fit.path_used == "channel-sparse"
+    assert fit.path_used == "channel-shared"  # three equal candidates: one (channel, subset) pair
     everything = torch.ones(2, conv.weight.numel(), dtype=torch.bool)
     ref = LoopedFitness(model, "0", x, teacher, div)(everything)
     assert torch.allclose(fit(everything), ref, rtol=1e-4, atol=1e-7)

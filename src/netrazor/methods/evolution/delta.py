@@ -24,6 +24,14 @@ only in the weights it zeroes, and the layer is linear in its weight, so
    the activations/pooling and ``n`` run on ``|T|`` channels instead of all (LeNet-5 conv1: a
    candidate touches ~14 of 20 channels, and pool1 + conv2 are most of the forward). Used when the
    candidates of a call touch on average at most ``sparse_threshold`` of the layer's channels;
+4b. shared channel subsets [REC] (``dedup_channels``): ``n`` is linear in its input channels, so
+   ``n_out_c = base_n_out + sum_{t in T_c} n_nobias(d_t(S_ct); W_n[:, t])`` where ``S_ct`` is the set
+   candidate c zeroes in channel t and ``d_t`` the chain's change on channel t. Candidates of one
+   step are subsets of one small pool, so many of them zero the *same* subset of a channel (LeNet-5
+   conv1: ~4 pool slots per channel, at most 2^4 subsets, 128 candidates): each distinct
+   (channel, subset) is propagated through the chain and ``n`` once, as a one-input-channel conv,
+   and added to every candidate that carries it. Used when the distinct pairs are at most
+   ``dedup_ratio`` of the (candidate, touched channel) pairs, else the per-candidate form above;
 5. ``fast_pool`` [REC]: MaxPool2d modules with kernel == stride, no padding/dilation/ceil mode, on
    the evaluated part are replaced by the max of their k² strided slices — the same values
    (max is exact), and on our CPU 7–13× faster than ``max_pool2d`` for LeNet-5's pool1. It is a
@@ -56,6 +64,8 @@ from netrazor.methods.evolution.suffix import _downstream
 log = logging.getLogger(__name__)
 
 GATHER_ELEMENTS = 16_000_000  # ~64 MB of float32 for the gathered G of one example chunk
+SHARED_ELEMENTS = 4_000_000   # ~16 MB: shares and next-layer outputs of one example chunk (4b; 4 M measured
+#                               fastest of 1, 2, 4, 16 M on LeNet-5 conv1: the chunk stays in cache)
 CHUNK_ELEMENTS = 8_000_000    # ~32 MB: the layer's output for one chunk of candidates x examples
 CACHE_ELEMENTS = 96_000_000   # ~384 MB: G of a whole pool kept across a step's calls (else per call)
 
@@ -219,19 +229,23 @@ class DeltaFitness:
     ``example_chunk`` (examples per gather; None = sized from ``GATHER_ELEMENTS``), ``fast_pool``,
     ``sparse_channels`` and ``sparse_threshold`` (mean fraction of the layer's channels a call's
     candidates may touch for the channel-sparse path), ``row_buckets`` (output rows are padded to
-    the largest pool count within their bucket of similar counts), ``pool`` (flat indices every
+    the largest pool count within their bucket of similar counts), ``dedup_channels`` and
+    ``dedup_ratio`` (shared channel subsets, see 4b: used when distinct (channel, subset) pairs are
+    at most this fraction of the (candidate, touched channel) pairs), ``pool`` (flat indices every
     candidate of this evaluator's life is drawn from — a DE step's pool: its layout and gathered
     ``G`` are then built once and reused by every call, within ``CACHE_ELEMENTS``)."""
 
     def __init__(self, model: nn.Module, layer_name: str, x: torch.Tensor, teacher_logits: torch.Tensor,
                  divergence: Divergence, chunk_size: int | None = None, example_chunk: int | None = None,
                  fast_pool: bool = True, sparse_channels: bool = True, sparse_threshold: float = 0.75,
-                 row_buckets: int = 4, pool: torch.Tensor | None = None) -> None:
+                 row_buckets: int = 4, pool: torch.Tensor | None = None, dedup_channels: bool = True,
+                 dedup_ratio: float = 0.4) -> None:
         self.teacher_logits, self.divergence, self.row_buckets = teacher_logits, divergence, max(1, row_buckets)
+        self.dedup_channels, self.dedup_ratio = dedup_channels, dedup_ratio
         self.pool_mask, self._pool_layout, self._g_cache = None, None, {}
         self.chunk_size, self.sparse_threshold = chunk_size, sparse_threshold
         self.fallback: str | None = None
-        self.path_used: str | None = None  # "dense" or "channel-sparse": what the last call did
+        self.path_used: str | None = None  # "dense", "channel-sparse" or "channel-shared": the last call's path
         self._vectorised = None
         layer = model.get_submodule(layer_name)
         why = _supported_linear(layer)
@@ -294,6 +308,7 @@ class DeltaFitness:
                 # channel-major copies: the sparse path gathers whole channels (contiguous blocks)
                 self.base_out_cm = self.base_out.transpose(0, 1).contiguous()
                 self.base_next_in_cm = base_next_in.transpose(0, 1).contiguous()
+                self._build_shared(next_layer)
             else:  # the channel-sparse shortcut does not apply: evaluate after the layer itself
                 self.rest, frontier = _graph_after(gm, layer_node, fast_pool)
                 rec = _Recorder(gm, set(frontier))
@@ -311,6 +326,21 @@ class DeltaFitness:
         self.columns_t = self._columns(self.layer_in).permute(1, 0, 2).contiguous()
         self._rest_batched = vmap(lambda a, *f: self.rest(a, *f), in_dims=(0,) + (None,) * len(self.frontier))
         return None
+
+    def _build_shared(self, next_layer: nn.Module) -> None:
+        """Caches of the shared-subset path (4b): the next layer's base output channels-last and
+        its weight per input channel as ``[C, taps, out]``; off for dilated next convs."""
+        w = next_layer.weight.detach()
+        if isinstance(next_layer, nn.Conv2d):
+            if _pair(next_layer.dilation) != (1, 1):
+                self.dedup_channels = False
+                return
+            padding = (0, 0) if next_layer.padding == "valid" else _pair(next_layer.padding)
+            self._next_geometry = (padding, _pair(next_layer.kernel_size), _pair(next_layer.stride))
+            self._base_next_cl = self.base_next_out.permute(0, 2, 3, 1).contiguous()
+        else:
+            self._base_next_cl = self.base_next_out
+        self._w_next_cl = w.reshape(w.shape[0], w.shape[1], -1).permute(1, 2, 0).contiguous()
 
     def _columns(self, inp: torch.Tensor) -> torch.Tensor:
         """``[b, fan_in, L]``: the layer's input features per output position (im2col for a conv)."""
@@ -375,6 +405,11 @@ class DeltaFitness:
         touched = zero_sets.view(torch.uint8).view(n, self.out_channels, -1).amax(-1).bool()  # [n, channels]
         sparse = self.next_layer is not None and float(touched.float().mean()) <= self.sparse_threshold
         self.path_used = "channel-sparse" if sparse else "dense"
+        if sparse and self.dedup_channels:
+            groups = self._channel_groups(zero_sets, touched)
+            if sum(gr[2].shape[0] for gr in groups) <= self.dedup_ratio * int(touched.sum()):
+                self.path_used = "channel-shared"
+                return self.divergence(self._shared_call(groups, n), self.teacher_logits)
         if sparse:  # no gather: one example chunk, candidates one by one
             c_step = self.chunk_size or max(1, CHUNK_ELEMENTS // max(1, self.base_next_out[0].numel() * self.batch))
             logits = [self._sparse_chunk(zero_sets[c0:c0 + c_step], touched[c0:c0 + c_step])
@@ -456,3 +491,90 @@ class DeltaFitness:
             d = y.sub_(self.base_next_in_cm[ch]).transpose(0, 1).contiguous()   # [B, |T|, ...]
             outs[i] += self._nobias(self.next_layer, d, w_next[:, ch].contiguous())
         return self._rest_batched(outs, *self.frontier)
+
+    # ------------------------------------------------------------------ shared channel subsets (4b)
+    def _channel_groups(self, zero_sets: torch.Tensor, touched: torch.Tensor) -> list[tuple]:
+        """Per touched channel t: ``(t, cols, table, cand, inv)`` — the m positions of t that any
+        candidate zeroes (``cols``), the distinct non-empty subsets of them as weight rows
+        (``table`` [U, m]: the weight where the subset zeroes, else 0), the candidates touching t
+        (``cand``) and which subset each carries (``inv``)."""
+        n = zero_sets.shape[0]
+        zs = zero_sets.view(n, self.out_channels, self.fan_in)
+        w = self.weight.reshape(self.out_channels, self.fan_in)
+        groups = []
+        for t in torch.nonzero(touched.any(0)).flatten().tolist():
+            cand = torch.nonzero(touched[:, t]).flatten()
+            sub = zs[cand, t]                                                     # [n_t, fan_in]
+            cols = torch.nonzero(sub.view(torch.uint8).amax(0)).flatten()
+            uniq, inv = torch.unique(sub[:, cols].view(torch.uint8), dim=0, return_inverse=True)
+            groups.append((t, cols, uniq.to(w.dtype) * w[t, cols], cand, inv))
+        return groups
+
+    def _shared_call(self, groups: list[tuple], n: int) -> torch.Tensor:
+        """Logits ``[n, B, classes]`` from the distinct (channel, subset) pairs. Per example chunk, the
+        shares of all pairs are rows of one table (row 0: the committed student's next-layer
+        output) and every candidate's next-layer output is the sum of its rows — one
+        ``embedding_bag`` (each output written once; an ``index_add`` per channel moved ~4x the
+        bytes). The table and the outputs of one chunk stay within ``SHARED_ELEMENTS``."""
+        distinct = sum(gr[2].shape[0] for gr in groups)
+        # each candidate's bag: row 0, then its subset's row in every channel it touches
+        rows, owner, offset = [], [], 1
+        for _t, _cols, table, cand, inv in groups:
+            rows.append(inv + offset)
+            owner.append(cand)
+            offset += table.shape[0]
+        rows, owner = torch.cat(rows), torch.cat(owner)
+        # sorted by bag (stable: row 0 first in each), offsets = where each bag starts
+        indices = torch.cat([torch.zeros(n, dtype=torch.long, device=rows.device), rows])
+        indices = indices[torch.argsort(torch.cat([torch.arange(n, device=rows.device), owner]), stable=True)]
+        sizes = torch.bincount(owner, minlength=n) + 1
+        offsets = torch.cumsum(sizes, 0) - sizes
+        next_numel = self.base_next_out[0].numel()
+        b_step = max(1, SHARED_ELEMENTS // max(1, (1 + distinct + n) * next_numel))
+        if self.example_chunk is not None:
+            b_step = min(b_step, self.example_chunk)
+        if self.example_chunk == self.batch:  # some upstream value is not per-example
+            b_step = self.batch
+        return torch.cat([self._shared_chunk(groups, n, distinct, indices, offsets,
+                                             slice(s, min(self.batch, s + b_step)))
+                          for s in range(0, self.batch, b_step)], dim=1)
+
+    def _shared_chunk(self, groups: list[tuple], n: int, distinct: int, indices: torch.Tensor,
+                      offsets: torch.Tensor, ex: slice) -> torch.Tensor:
+        b = ex.stop - ex.start
+        # channels-last rows [positions * out] per example: every share is one plain GEMM output
+        table = torch.empty(1 + distinct, b * self.base_next_out[0].numel(), dtype=self.base_out.dtype,
+                            device=self.base_out.device)
+        table[0] = self._base_next_cl[ex].reshape(-1)
+        row = 1
+        for t, cols, weights, _cand, _inv in groups:
+            u = weights.shape[0]
+            g = self.columns_t[cols, ex].reshape(cols.numel(), -1)                # [m, b*L] input features
+            # base - (zeroed weights) @ features for every distinct subset at once (addmm, alpha=-1)
+            y = torch.addmm(self.base_out_cm[t, ex].reshape(1, -1), weights, g, alpha=-1).view(u, b, *self.spatial)
+            for op in self.chain_ops:
+                y = op(y)
+            d = y - self.base_next_in_cm[t, ex]                                   # the chain's change on t
+            self._share(d, t, out=table[row:row + u])
+            row += u
+        outs = F.embedding_bag(indices, table, offsets, mode="sum")              # [n, b * next_numel]
+        out_ch = self.base_next_out.shape[1]
+        outs = outs.view(n, b, -1, out_ch).transpose(2, 3).reshape(n, b, *self.base_next_out.shape[1:])
+        return self._rest_batched(outs, *self._frontier(ex))
+
+    def _share(self, d: torch.Tensor, t: int, out: torch.Tensor) -> None:
+        """Channel t's share of the next layer for input change ``d`` [u, b, ...], written
+        channels-last into ``out`` ``[u, b * positions * out_channels]`` (a table slice: no copy):
+        an im2col of the one-channel maps (strided views, one copy) times ``W_n[:, t]`` — one GEMM
+        (a one-input-channel ``conv2d`` ran ~6x slower per MAC here); for a Linear, the outer
+        product with ``W_n[:, t]``."""
+        u, b = d.shape[:2]
+        w = self._w_next_cl[t]                                                    # [taps, out_channels]
+        if isinstance(self.next_layer, nn.Linear):
+            torch.mul(d.reshape(u * b, 1), w, out=out.view(u * b, -1))
+            return
+        (ph, pw), (kh, kw), (sh, sw) = self._next_geometry
+        if ph or pw:
+            d = F.pad(d, (pw, pw, ph, ph))
+        patches = d.unfold(2, kh, sh).unfold(3, kw, sw)                          # [u, b, Ho, Wo, kh, kw] view
+        torch.mm(patches.reshape(-1, kh * kw), w, out=out.view(-1, w.shape[1]))

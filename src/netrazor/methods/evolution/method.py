@@ -44,6 +44,7 @@ from netrazor.methods.evolution import genetics
 from netrazor.methods.evolution.distill import distill_loss_fn, finetune_with_masks
 from netrazor.methods.evolution.divergence import Divergence, resolve_divergence
 from netrazor.methods.evolution.fitness import EVALUATORS, make_fitness
+from netrazor.methods.evolution.memory import choose_evaluator
 from netrazor.methods.evolution.saliency import candidate_pool, fisher_diagonal, saliency
 from netrazor.methods.evolution.targets import keep_counts
 from netrazor.methods.masks import apply_masks, densities, density, masks_from_weights, prunable_layers
@@ -86,6 +87,11 @@ class EvolutionMethod:
                        processes: for models too large for batched evaluation). Same fitness
                        values up to float rounding.
       workers          processes of the "workers" evaluator.
+      memory_budget_mb [REC] None (default: no switch) or MiB one step's evaluator may hold: a
+                       layer whose batched evaluator ("delta"/"vectorised") is estimated above it
+                       (``memory.step_bytes``: activations of one forward, the layer's im2col and
+                       the evaluator's capped buffers) is searched with "workers" instead; the
+                       record's per-layer ``evaluator`` / ``evaluator_switch`` say which and why.
       chunk_size       candidates per vmap call (None: sized from the layer's output).
       seed             same seed, same data, same machine → same masks.
       progress         optional callable receiving one dict per step and per cycle (default: the
@@ -116,6 +122,7 @@ class EvolutionMethod:
     evaluator: str = "delta"
     chunk_size: int | None = None
     workers: int = 2
+    memory_budget_mb: float | None = None
     seed: int = 0
     progress: Callable[[dict], None] | None = field(default=None, repr=False)
 
@@ -140,6 +147,8 @@ class EvolutionMethod:
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}; 4.0 is the usual choice."),
             (self.eval_size >= 1 and self.finetune_epochs >= 0, "eval_size must be >= 1 and finetune_epochs >= 0."),
             (isinstance(self.workers, int) and self.workers >= 1, f"workers must be an int >= 1, got {self.workers!r}."),
+            (self.memory_budget_mb is None or isinstance(self.memory_budget_mb, (int, float)) and self.memory_budget_mb > 0,
+             f"memory_budget_mb must be None or a number of MiB > 0, got {self.memory_budget_mb!r}."),
         ]
         densities = self.targets.values() if isinstance(self.targets, dict) else [self.targets]
         checks.append((all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in densities),
@@ -201,12 +210,13 @@ class EvolutionMethod:
     # ------------------------------------------------------------------ search of one step
     def evolve_step(self, student: nn.Module, layer_name: str, alive: torch.Tensor, score: torch.Tensor, k: int,
                     x: torch.Tensor, teacher_logits: torch.Tensor, divergence: Divergence,
-                    g: torch.Generator) -> dict:
+                    g: torch.Generator, evaluator: str | None = None) -> dict:
         """Search the best set of ``k`` weights to zero in ``layer_name``; returns the best set
-        (flat indices), its divergence, the greedy set's divergence and counters. Does not commit."""
+        (flat indices), its divergence, the greedy set's divergence and counters. Does not commit.
+        ``evaluator``: this step's evaluator (default: the ``evaluator`` knob)."""
         pool = candidate_pool(score, alive, k, self.pool_factor)
-        fitness = make_fitness(self.evaluator, student, layer_name, x, teacher_logits, divergence, self.chunk_size,
-                               self.workers, pool=pool)
+        fitness = make_fitness(evaluator or self.evaluator, student, layer_name, x, teacher_logits, divergence,
+                               self.chunk_size, self.workers, pool=pool)
         try:
             return self._search(fitness, pool, k, alive.numel(), g)
         finally:
@@ -277,6 +287,12 @@ class EvolutionMethod:
         total_evaluated, search_seconds = 0, 0.0
         before = self._snapshot(student, x, teacher_logits, divergence, adapter)
         nonzero_before = _nonzero(student)
+        # per layer: the asked evaluator, or worker processes when it is estimated over the budget
+        budget = None if self.memory_budget_mb is None else self.memory_budget_mb * 2**20
+        chosen = {n: choose_evaluator(self.evaluator, student, n, x, budget, self.workers) for n in layers}
+        for n, (kind, _, why) in chosen.items():
+            if why is not None:
+                log.info("layer %s: %s; searching it with %d worker processes", n, why, self.workers)
 
         for cycle in range(1, self.cycles + 1):
             fisher = None
@@ -293,7 +309,8 @@ class EvolutionMethod:
                     k = self._step_size(numel, alive_now - goal)
                     score = saliency(layer.weight, self.candidate_pool, None if fisher is None else fisher[name])
                     t0 = time.perf_counter()
-                    found = self.evolve_step(student, name, masks[name], score, k, x, teacher_logits, divergence, g)
+                    found = self.evolve_step(student, name, masks[name], score, k, x, teacher_logits, divergence, g,
+                                             evaluator=chosen[name][0])
                     seconds = time.perf_counter() - t0
                     search_seconds += seconds
                     total_evaluated += found["evaluated"]
@@ -335,7 +352,9 @@ class EvolutionMethod:
             "eval_batch": {"split": self.eval_split, "size": int(len(idx)), "seed": self.seed},
             "layers": {n: {"numel": layers[n].weight.numel(), "target_density": counts[n] / layers[n].weight.numel(),
                            "target_nonzero": counts[n], "nonzero": int(masks[n].sum()), "density": density(masks[n]),
-                           "reached": int(masks[n].sum()) <= counts[n], "stopped": stopped.get(n)}
+                           "reached": int(masks[n].sum()) <= counts[n], "stopped": stopped.get(n),
+                           "evaluator": chosen[n][0], "evaluator_bytes_estimate": chosen[n][1],
+                           "evaluator_switch": chosen[n][2]}
                        for n in layers},
             "overall_density": self._overall(masks),
             # Unstructured zeros: parameter count, MACs and dense latency do not change; the
