@@ -83,7 +83,10 @@ class GatesMethod:
     theta_lr: float = 0.01
     threshold: float = 0.01
     prune_every: int = 50
-    freeze_after: float = 0.8
+    # session 3: 0.5 (session 2: 0.8). Freezing the gates the data already holds at 1 halfway
+    # through the gating phase stops the log cost, whose price per survivor grows as the net
+    # shrinks, from eroding them: LeNet-300-100 95.3 % -> 92.7 % removed, val 2.78 -> 2.60 %
+    freeze_after: float = 0.5
     weight_prior: float = 5e-4
     hyper_prior: str = "vertex"
     hyper_strength: float = 1.5
