@@ -14,7 +14,7 @@ magnitude with CE (``--magnitude-distill``: the same KD loss). Writes ``benchmar
 PNG plots. Validation decides nothing here; test errors are reported, never used for selection.
 
 Throughput mode: candidates evaluated per second of every evaluator (``delta`` — the default —,
-``delta-native-pool``, ``vectorised``) vs one forward per candidate, all timed in this one process
+``delta-native-pool``, ``delta-unshared``, ``vectorised``) vs one forward per candidate, all timed in this one process
 on the same candidates, ratios paired per repeat (``evolution-throughput.json``; ``--repeats``).
 
 ``--quick``: 10 000 training / 2 000 validation images, 3 dense epochs, a smaller search

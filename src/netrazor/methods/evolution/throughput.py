@@ -11,7 +11,8 @@ reference (they must agree).
 Evaluators timed (``EVALUATORS``): ``looped`` (the reference: one full forward per candidate),
 ``vectorised`` (vmap over the fx suffix), ``delta-native-pool`` (``DeltaFitness`` with
 ``fast_pool=False``: structure only — weight deltas, channel-sparse propagation — with the model's
-own ops) and ``delta`` (the default evaluator, ``fast_pool=True``). ``ratio`` = looped time /
+own ops), ``delta-unshared`` (``dedup_channels=False``: without the shared channel subsets of
+``delta``'s 4b) and ``delta`` (the default evaluator). ``ratio`` = looped time /
 ``delta`` time; the per-evaluator ratios show which part of the speed comes from where.
 """
 
@@ -33,6 +34,7 @@ from netrazor.methods.masks import prunable_layers
 EVALUATORS = {
     "vectorised": VectorisedFitness,
     "delta-native-pool": partial(DeltaFitness, fast_pool=False),
+    "delta-unshared": partial(DeltaFitness, dedup_channels=False),
     "delta": DeltaFitness,
 }
 DEFAULT = "delta"
