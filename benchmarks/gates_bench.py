@@ -6,8 +6,12 @@ during training and hands back a physically smaller plain network. Writes one JS
 ``benchmarks/results/mnist-<model>/gates-seed<N>.json`` (DESIGN.md keys; the architecture, θ
 convergence and seconds per epoch in ``extra``) and the θ / width plots next to it.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.gates_bench --model lenet300 --epochs 20 --seed 0
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.gates_bench --model lenet5 --epochs 12 --seed 0
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.gates_bench --model lenet300 --epochs 30 --seed 0
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.gates_bench --model lenet5 --epochs 16 --seed 0
+
+Robustness runs (seeds, ``--width-mult 2``: record ``gates-x2-seed<N>``) may pass ``--no-plain`` to
+skip the plain training; the initial weights are drawn the same way, the record then has no dense
+error or time (``extra.plain_trained`` false).
 
 Targets (issue 5): LeNet-5-Caffe <= 1.0 % test error with >= 97 % of the parameters removed;
 LeNet-300-100 <= 1.8 % with >= 90 % removed.
