@@ -20,7 +20,7 @@ Schedules (reduced to fit a few CPU hours on 2 cores; docs/methods/nepenthe.md):
                     (default 20); methods as above.
   layer-folding     trains rounds x retrain_epochs - 1 epochs with the penalty, then 1 fine-tune
                     epoch: the same epoch budget as the other two.
-  --order, --approx-fold, --temperature, --zeta: the methods' knobs; --tag names the record
+  --order, --approx-fold, --temperature, --zeta, --layer-cap, --backtrack: the methods' knobs; --tag names the record
                     <method><tag>-seed<N>.json so variants do not overwrite the default run.
   --quick           width x0.25, 6000 training / 2000 validation images, 3 dense epochs, 3 rounds:
                     shows the pipeline end to end in minutes; its numbers are not the claim.
@@ -69,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--approx-epochs", type=int, default=1)
     p.add_argument("--temperature", type=float, default=None, help="NEPENTHE's softmax temperature (default: the method's, 1 = EGP)")
     p.add_argument("--zeta", type=float, default=None, help="NEPENTHE's pruned fraction per round (default: the method's, 0.5)")
+    p.add_argument("--layer-cap", type=float, default=None, help="NEPENTHE's largest fraction of a layer pruned per round (default: the method's, 1 = EGP)")
+    p.add_argument("--backtrack", type=int, default=None, help="NEPENTHE's retries of a round below delta with zeta halved (default: the method's)")
     p.add_argument("--tag", default="", help="suffix of the record's method name; write --tag=-T10 (a value starting with - needs the =)")
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--cache", default="runs/bench-dense")
@@ -99,9 +101,10 @@ def main(argv=None) -> Path:
                  approx_epochs=args.approx_epochs)
     rounds = args.rounds or (3 if args.quick else 10)
     if args.method == "nepenthe":
-        knobs.update({k: v for k, v in (("temperature", args.temperature), ("zeta", args.zeta)) if v is not None})
-    elif args.temperature is not None or args.zeta is not None:
-        raise SystemExit("--temperature/--zeta are NEPENTHE's knobs")
+        nep = (("temperature", args.temperature), ("zeta", args.zeta), ("layer_cap", args.layer_cap), ("backtrack", args.backtrack))
+        knobs.update({k: v for k, v in nep if v is not None})
+    elif any(v is not None for v in (args.temperature, args.zeta, args.layer_cap, args.backtrack)):
+        raise SystemExit("--temperature/--zeta/--layer-cap/--backtrack are NEPENTHE's knobs")
     if args.method == "layer-folding":
         knobs.update(train_epochs=max(1, rounds * args.retrain_epochs - 1), finetune_epochs=1)
     else:

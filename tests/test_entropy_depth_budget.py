@@ -119,3 +119,48 @@ def test_temperature_spreads_the_budget_and_one_is_the_egp_rule():
     assert sum(soft.values()) == sum(sharp.values()) == 9000
     with pytest.raises(ConfigError):
         allocate(H, m, alive, temperature=0.0)
+
+
+def test_capped_layers_leave_the_irrelevance_sum_as_in_the_egp_code():
+    # "tiny" is capped; the rest of B is shared by softmax of I recomputed over x and y only
+    # (sum H m over x, y), not by their first-pass shares.
+    H, m, alive = {"tiny": 0.3, "x": 0.35, "y": 0.9}, {"tiny": 1.0, "x": 1.0, "y": 1.0}, {"tiny": 10, "x": 5000, "y": 5000}
+    b = allocate(H, m, alive, zeta=0.5)
+    assert b["tiny"] == 10
+    again = softmax(irrelevance({"x": 0.35, "y": 0.9}, {"x": 1.0, "y": 1.0}))
+    assert b["x"] == pytest.approx((5005 - 10) * again["x"], abs=1)
+    first = softmax(irrelevance(H, m))
+    proportional = (5005 - 10) * first["x"] / (first["x"] + first["y"])
+    assert abs(b["x"] - proportional) > 50  # the two re-sharing rules differ here
+
+
+def test_a_flat_softmax_empties_small_layers_and_layer_cap_keeps_them():
+    # Why a temperature does not rescue a plain net: at a high T every layer is offered the same
+    # absolute count, which exceeds what a small early layer holds.
+    H = {"conv1": 0.9, "conv2": 0.95, "conv3": 0.5}
+    m = {"conv1": 0.2, "conv2": 0.02, "conv3": 0.01}
+    alive = {"conv1": 144, "conv2": 100_000, "conv3": 100_000}
+    flat = allocate(H, m, alive, zeta=0.5, temperature=1e6)
+    assert flat["conv1"] == 144
+    sharp = allocate(H, m, alive, zeta=0.5)  # EGP: the big low-|w| layers take it all
+    assert sharp["conv3"] == 100_000 and sharp["conv1"] == 0
+    capped = allocate(H, m, alive, zeta=0.5, layer_cap=0.9)
+    assert all(capped[n] <= int(0.9 * alive[n]) for n in H)
+    assert sum(capped.values()) == round(0.5 * sum(alive.values()))
+    capped_flat = allocate(H, m, alive, zeta=0.5, temperature=1e6, layer_cap=0.9)
+    assert capped_flat["conv1"] == int(0.9 * 144)
+    with pytest.raises(ConfigError):
+        allocate(H, m, alive, layer_cap=0.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), names=layer_names, zeta=st.floats(0.0, 1.0), cap=st.floats(0.05, 1.0))
+def test_budget_respects_layer_cap(data, names, zeta, cap):
+    entropy = {n: data.draw(st.floats(0.0, 1.0)) for n in names}
+    magnitude = {n: data.draw(st.floats(0.0, 10.0)) for n in names}
+    alive = {n: data.draw(st.integers(0, 5000)) for n in names}
+    b = allocate(entropy, magnitude, alive, zeta=zeta, layer_cap=cap)
+    caps = {n: int(math.floor(cap * alive[n] + 1e-9)) for n in names}
+    assert sum(b.values()) == min(round(zeta * sum(alive.values())), sum(caps.values()))
+    for n in names:
+        assert 0 <= b[n] <= caps[n]

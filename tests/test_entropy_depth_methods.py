@@ -110,11 +110,51 @@ def test_failed_round_is_rolled_back_to_the_last_model_within_delta():
     ad = Wrecker(data=data, train_config=good.train_config)
     dense = ad.evaluate(model)["accuracy"]
     reference = copy.deepcopy(model)
-    out, rec = NepentheMethod(delta=0.01, rounds=3, fold=False, remove_dead=False, **{k: v for k, v in FAST.items()}).run(model, ad)
-    assert rec["rounds"][0]["accepted"] is False and len(rec["rounds"]) == 1
+    knobs = dict(delta=0.01, rounds=3, fold=False, remove_dead=False, **FAST)
+    out, rec = NepentheMethod(backtrack=0, **knobs).run(copy.deepcopy(model), ad)
+    assert rec["rounds"][0]["accepted"] is False and len(rec["rounds"]) == 1  # the paper's plain stop
     assert rec["val_accuracy"] == pytest.approx(dense)
     x = ad.example_input(8)
     assert torch.allclose(out(x), reference.eval()(x))
+    # with backtracking every failed round is retried from the same model at half the zeta, and
+    # the retries count as rounds; all fail here, so the dense model comes back unchanged
+    out, rec = NepentheMethod(backtrack=5, zeta=0.5, **knobs).run(copy.deepcopy(model), ad)
+    assert [r["accepted"] for r in rec["rounds"]] == [False, False, False]
+    assert [r["zeta"] for r in rec["rounds"]] == [0.5, 0.25, 0.125]
+    alive = 64 * 48 + 48 * 48
+    assert [sum(r["pruned"].values()) for r in rec["rounds"]] == [round(z * alive) for z in (0.5, 0.25, 0.125)]
+    assert torch.allclose(out(x), reference.eval()(x))
+
+
+def test_backtracking_retries_a_failed_round_with_half_the_zeta_and_keeps_it():
+    data = bundle()
+
+    class WreckOnce(Adapter):
+        """The first retraining destroys the model, later ones do nothing."""
+
+        calls = 0
+
+        def train(self, model, epochs=None, callbacks=(), **kw):
+            WreckOnce.calls += 1
+            if WreckOnce.calls == 1:
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.zero_()
+            return []
+
+    good = adapter(data)
+    model = mlp()
+    good.train(model, epochs=3)
+    ad = WreckOnce(data=data, train_config=good.train_config)
+    out, rec = NepentheMethod(delta=0.3, rounds=2, zeta=0.2, backtrack=1, fold=False, remove_dead=False, **FAST).run(model, ad)
+    first, retry = rec["rounds"]
+    assert first["accepted"] is False and first["backtrack"] == {"next_zeta": 0.1}
+    assert retry["accepted"] is True and retry["zeta"] == 0.1
+    alive = 64 * 48 + 48 * 48
+    # the retry pruned the dense model (the wrecked one was thrown away): density 0.9, not 0.72
+    assert retry["density"] == pytest.approx(0.9, abs=1e-3)
+    assert rec["density"] == pytest.approx(0.9, abs=1e-3)
+    assert sum(retry["pruned"].values()) == round(0.1 * alive)
 
 
 def test_easier_linearises_the_lowest_entropy_rectifier_each_round():
@@ -170,6 +210,8 @@ def test_latency_is_timed_for_dense_dense_folded_and_result():
 @pytest.mark.parametrize("cls,knobs", [
     (NepentheMethod, {"zeta": 1.5}),
     (NepentheMethod, {"temperature": 0.0}),
+    (NepentheMethod, {"layer_cap": 0.0}),
+    (NepentheMethod, {"backtrack": -1}),
     (NepentheMethod, {"delta": -0.1}),
     (EasierMethod, {"entropy_split": "holdout"}),
     (LayerFoldingMethod, {"threshold": 0.0}),

@@ -8,6 +8,9 @@ Per round (METHODS.md §3; the budget rule is the authors' predecessor EGP code 
  4. magnitude-prune b_l weights inside each layer (masks held during retraining);
  5. retrain ``retrain_epochs`` with the adapter's recipe; evaluate on validation;
  6. stop when validation accuracy < dense - delta, keeping the last model within delta.
+    [REC] ``backtrack``: before stopping, go back to the last model within delta and retry the
+    round with zeta halved, up to ``backtrack`` times (each try counts as a round, so ``rounds``
+    still bounds the retraining). Halved zeta stays for the rounds after. EGP/NEPENTHE simply stop.
 Then (netrazor's addition, [REC]) a last entropy pass linearises the layers that reached H_l = 0,
 and ``finish`` removes always-off channels and folds the linear sections, so MACs and latency drop.
 
@@ -44,11 +47,17 @@ class NepentheMethod(DepthKnobs):
     zeta   fraction of the alive prunable weights pruned per round (EGP default 0.5).
     eps    floor of H_l * m_l in the irrelevance denominator ([REC], see ``budget``).
     temperature  softmax temperature of the shares ([REC]; 1 = EGP, see ``budget.allocate``).
+    layer_cap    largest fraction of a layer's alive weights pruned in one round ([REC]; 1 = EGP,
+                 which can empty a layer: fatal in a plain net, see ``budget``).
+    backtrack    retries of a round that fell below delta, each with zeta halved ([REC]; 0 = the
+                 paper's plain stop).
     """
 
     zeta: float = 0.5
     eps: float = 1e-12
     temperature: float = 1.0
+    layer_cap: float = 1.0
+    backtrack: int = 2
 
     def _check(self) -> None:
         super()._check()
@@ -56,6 +65,10 @@ class NepentheMethod(DepthKnobs):
             raise KnobError(f"zeta must be in [0, 1], got {self.zeta}; it is the fraction of alive weights pruned per round (EGP: 0.5).")
         if self.temperature <= 0 or self.eps <= 0:
             raise KnobError(f"temperature and eps must be > 0, got {self.temperature} and {self.eps}.")
+        if not 0.0 < self.layer_cap <= 1.0:
+            raise KnobError(f"layer_cap must be in (0, 1], got {self.layer_cap}; it is the largest fraction of a layer pruned per round (1 = EGP).")
+        if self.backtrack < 0:
+            raise KnobError(f"backtrack must be >= 0, got {self.backtrack}; it is how often a failed round is retried with zeta halved (0 = stop).")
 
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
         record = self.start(model, adapter, "nepenthe")
@@ -69,7 +82,8 @@ class NepentheMethod(DepthKnobs):
         best = copy.deepcopy(model)
         best_masks = copy.deepcopy(masks.masks)
         best_active = list(active)
-        inexact = 0
+        inexact = best_inexact = 0
+        zeta, backtracks = self.zeta, 0
         for rnd in range(1, self.rounds + 1):
             ent = self.measure_entropy(model, adapter)
             now_linear = [r for r in active if r in ent and ent[r].is_linear]
@@ -83,9 +97,10 @@ class NepentheMethod(DepthKnobs):
                     {r: ent[r].entropy for r in layers},
                     {r: masks.mean_abs(model, feeding[r]) for r in layers},
                     {r: masks.alive(feeding[r]) for r in layers},
-                    zeta=self.zeta,
+                    zeta=zeta,
                     eps=self.eps,
                     temperature=self.temperature,
+                    layer_cap=self.layer_cap,
                 )
                 for r, b in budgets.items():
                     masks.prune(model, feeding[r], b)
@@ -100,6 +115,7 @@ class NepentheMethod(DepthKnobs):
                 "entropy": entropy_table(ent),
                 "linearised": now_linear,
                 "pruned": budgets,
+                "zeta": zeta,
                 "density": masks.alive(masks.masks) / max(1, prunable_total),
                 **scores,
             }
@@ -107,12 +123,20 @@ class NepentheMethod(DepthKnobs):
             log.info("nepenthe round %d: val %.4f, linearised %s, density %.3f", rnd, scores["val_accuracy"], now_linear, entry["density"])
             if scores["val_accuracy"] < floor:
                 entry["accepted"] = False
-                model, active = best, best_active
-                masks.masks = best_masks
+                # back to the last model within delta (copies: a later failure may need it again)
+                model, active, inexact = copy.deepcopy(best), list(best_active), best_inexact
+                masks.masks = copy.deepcopy(best_masks)
+                if backtracks < self.backtrack:
+                    backtracks += 1
+                    zeta /= 2
+                    entry["backtrack"] = {"next_zeta": zeta}
+                    log.info("round %d below delta: back to the last model within delta, zeta -> %.4f", rnd, zeta)
+                    continue
                 break
             entry["accepted"] = True
             record["linearised"].extend(now_linear)
             best, best_masks, best_active = copy.deepcopy(model), copy.deepcopy(masks.masks), list(active)
+            best_inexact = inexact
         # Final pass: layers that reached H = 0 in the accepted model are linear already on the data.
         ent = self.measure_entropy(model, adapter)
         final_linear = [r for r in active if r in ent and ent[r].is_linear]
