@@ -514,8 +514,9 @@ class DeltaFitness:
         """Logits ``[n, B, classes]`` from the distinct (channel, subset) pairs. Per example chunk, the
         shares of all pairs are rows of one table (row 0: the committed student's next-layer
         output) and every candidate's next-layer output is the sum of its rows — one
-        ``embedding_bag`` (each output written once; an ``index_add`` per channel moved ~4x the
-        bytes). The table and the outputs of one chunk stay within ``SHARED_ELEMENTS``."""
+        ``embedding_bag`` (each output written once; ``index_select`` + ``index_add_`` per channel
+        took ~3x its time in the profile of LeNet-5 conv1). The table and the outputs of one chunk
+        stay within ``SHARED_ELEMENTS``."""
         distinct = sum(gr[2].shape[0] for gr in groups)
         # each candidate's bag: row 0, then its subset's row in every channel it touches
         rows, owner, offset = [], [], 1
