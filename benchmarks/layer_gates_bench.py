@@ -84,6 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--gate-share", type=float, default=0.5, help="share of the steps before θ is rounded (1 - finetune)")
     p.add_argument("--hyper-ramp", type=float, nargs=2, default=[0.1, 1.0], help="GatesMethod.hyper_ramp")
     p.add_argument("--hyper-strength", type=float, default=1.5, help="GatesMethod.hyper_strength")
+    p.add_argument("--freeze-after", type=float, default=0.8,
+                   help="GatesMethod.freeze_after (0.8: the kappa 1.5 record; the kappa 1 record ran with 0.5)")
     p.add_argument("--filters", action="store_true", help="gate the filters inside the sections too")
     p.add_argument("--control-record", default=None,
                    help="take the plain fine-tune from this record (same schedule and seed) instead of re-running it")
@@ -187,7 +189,7 @@ def main(argv=None) -> Path:
                      layer_vs_unit=args.layer_vs_unit, flops_vs_params=args.flops_vs_params,
                      cost_reference=args.cost_reference, flip_per_step=args.flip_per_step,
                      finetune=1.0 - args.gate_share, hyper_ramp=tuple(args.hyper_ramp),
-                     hyper_strength=args.hyper_strength,
+                     hyper_strength=args.hyper_strength, freeze_after=args.freeze_after,
                      theta_lr=args.theta_lr, seed=args.seed)
         torch.manual_seed(args.seed)
         started = time.perf_counter()
