@@ -102,6 +102,13 @@ def prepare_data(args):
     return subset(load_data(args.data, seed=0), train_size, args.val_size, seed=0, n_test=test_size)
 
 
+def record_tag(args) -> str:
+    """File-name tag of a shaping variant: "" for the default (keep=params), so the first records
+    keep their names; e.g. "-width" for keep=width. The renderer groups records by the file name
+    without the seed, so each variant gets its own row and never overwrites another's records."""
+    return "" if args.keep == "params" else f"-{args.keep}"
+
+
 def train_and_measure(model, data, config):
     adapter = Adapter(data=data, train_config=config)
     started = time.perf_counter()
@@ -177,6 +184,7 @@ def run(args) -> list[Path]:
     data = prepare_data(args)
     task = f"{args.data}-{deep}"
     suffix = "-quick" if args.quick else ""
+    tag = record_tag(args)
     stats = dataset_entropy(data)
     rule = get_rule(args.rule)
     bound = int(rule.max_depth(stats, tuple(data.image_size)))
@@ -202,7 +210,7 @@ def run(args) -> list[Path]:
         report = identity_probe(dense, px, labels=py)
         bound_blocks = sum(r["conv_depth"] <= bound for r in report.rows)
         by_lesion = summarise(report.rows, criterion="lesion", lesion_threshold=args.lesion_threshold)
-        plot_probe(by_lesion, Path(args.results) / task / f"ebcle-probe-seed{seed}{suffix}.png",
+        plot_probe(by_lesion, Path(args.results) / task / f"ebcle-probe{tag}-seed{seed}{suffix}.png",
                    bound_blocks=bound_blocks, title=f"{task} seed {seed}: probe (lesion criterion) vs EBCLE bound")
         probe = {"effective_depth": report.effective_depth, "effective_conv_layers": report.effective_conv_layers,
                  "active_blocks": report.active_blocks, "active_conv_layers": report.active_conv_layers,
@@ -218,7 +226,7 @@ def run(args) -> list[Path]:
                                 macs=count_macs(dense, shape_in), layers=conv_depth(dense),
                                 train_seconds=d["train_seconds"], val_error=d["val_error"], test_error=d["test_error"],
                                 extra=dict(common, probe=probe, history=d["history"]))
-        paths.append(write_record(dense_rec, args.results, name=f"dense-seed{seed}{suffix}"))
+        paths.append(write_record(dense_rec, args.results, name=f"dense{tag}-seed{seed}{suffix}"))
         log.info("seed %d deep: %.1f s, test error %.4f, probe effective depth %d blocks (%d conv layers); lesion "
                  "criterion: %d active conv layers (bound %d)", seed, d["train_seconds"], d["test_error"],
                  report.effective_depth, report.effective_conv_layers, by_lesion.active_conv_layers, bound)
@@ -262,7 +270,7 @@ def run(args) -> list[Path]:
                           test_error=r["shaped"]["test_error"], test_error_dense=r["dense"]["test_error"],
                           extra=dict(common, probe={k: v for k, v in r["probe"].items() if k != "rows"},
                                      shape=info, welch=summary, history=r["shaped"]["history"]))
-        paths.append(write_record(rec, args.results, name=f"ebcle-seed{r['seed']}{suffix}"))
+        paths.append(write_record(rec, args.results, name=f"ebcle{tag}-seed{r['seed']}{suffix}"))
     return paths
 
 
