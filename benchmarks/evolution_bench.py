@@ -9,7 +9,9 @@ then for every sparsity runs DE (global target split by the "magnitude" rule, ``
 ``--finetune-epochs`` distillation epochs after each) and global magnitude pruning (one shot, then
 the SAME total number of fine-tuning epochs, cycles × finetune-epochs, same learning rate, through
 the same training loop). DE fine-tunes with ``--alpha`` (default 0.5) · KD + (1 − alpha) · CE;
-magnitude with CE (``--magnitude-distill``: the same KD loss). Writes ``benchmarks/results/<task>/evolution-seed<N>.json`` and
+magnitude with CE (``--magnitude-distill``: the same KD loss). ``--finetune-schedule continued``: DE's
+cycles fine-tune on slices of one schedule (the baseline's learning rates and example order);
+``--skip-magnitude``: DE only (side checks). Writes ``benchmarks/results/<task>/evolution-seed<N>.json`` and
 ``magnitude-seed<N>.json`` (DESIGN.md keys for the highest sparsity, ``extra.curve`` for all), plus
 PNG plots. Validation decides nothing here; test errors are reported, never used for selection.
 
@@ -57,6 +59,11 @@ def parse_args(argv=None):
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--alpha", type=float, default=0.5,
                    help="DE fine-tune: alpha*KD + (1-alpha)*CE (1 = pure distillation)")
+    p.add_argument("--finetune-schedule", choices=["restart", "continued"], default="restart",
+                   help="DE: each cycle's fine-tune on a schedule of its own, or slices of one schedule of "
+                        "cycles x finetune-epochs epochs (the magnitude baseline's learning rates and example order)")
+    p.add_argument("--skip-magnitude", action="store_true",
+                   help="side checks of DE knobs: run DE only and write no magnitude record")
     p.add_argument("--magnitude-distill", action="store_true", help="fine-tune magnitude with the same KD loss")
     p.add_argument("--dense-epochs", type=int, default=None)
     p.add_argument("--population", type=int, default=None)
@@ -158,7 +165,8 @@ def run_curve(args, model, adapter, task, train_seconds) -> list[Path]:
     for s in sparsities:
         t0 = time.perf_counter()
         method = EvolutionMethod(targets=1.0 - s, cycles=args.cycles, finetune_epochs=args.finetune_epochs,
-                                 finetune_lr=args.finetune_lr, alpha=args.alpha, seed=args.seed, **knobs)
+                                 finetune_lr=args.finetune_lr, alpha=args.alpha, finetune_schedule=args.finetune_schedule,
+                                 seed=args.seed, **knobs)
         student, rec = method.run(copy.deepcopy(model), adapter)
         de_seconds = time.perf_counter() - t0
         point = {"sparsity": s, "density": rec["overall_density"], "nonzero": count_nonzero(student),
@@ -169,6 +177,9 @@ def run_curve(args, model, adapter, task, train_seconds) -> list[Path]:
                  "layer_densities": {n: v["density"] for n, v in rec["layers"].items()}, **errors(student, data)}
         de_curve.append(point)
         de_records.append(rec)
+        log.info("sparsity %.2f: DE val/test error %.4f/%.4f", s, point["val_error"], point["test_error"])
+        if args.skip_magnitude:
+            continue
         t0 = time.perf_counter()
         pruned, masks = global_magnitude_prune(copy.deepcopy(model), s, adapter=adapter, finetune_epochs=budget,
                                                distill=args.magnitude_distill, lr=args.finetune_lr)
@@ -183,7 +194,8 @@ def run_curve(args, model, adapter, task, train_seconds) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_divergence_vs_density(de_records[-1], out_dir / f"evolution-{suffix}-divergence.png",
                                title=f"DE {args.model} {args.data}, sparsity {sparsities[-1]}")
-    _plot_curves(de_curve, mag_curve, out_dir / f"evolution-vs-magnitude-{suffix}.png", task)
+    if mag_curve:
+        _plot_curves(de_curve, mag_curve, out_dir / f"evolution-vs-magnitude-{suffix}.png", task)
     paths = []
     common = dict(params=count_params(model), params_dense=count_params(model), test_error_dense=dense["test_error"],
                   train_seconds_dense=train_seconds)
@@ -191,6 +203,8 @@ def run_curve(args, model, adapter, task, train_seconds) -> list[Path]:
         ("evolution", de_curve, {"knobs": de_records[-1]["knobs"], "cycles": args.cycles}),
         ("magnitude", mag_curve, {"distill": args.magnitude_distill, "one_shot": True}),
     ):
+        if not curve:
+            continue
         top = curve[-1]
         extra = {**extra, "curve": curve, "quick": args.quick, "val_error_dense": dense["val_error"],
                  "finetune_epochs_total": budget, "finetune_lr": args.finetune_lr, "nonzero": top["nonzero"],

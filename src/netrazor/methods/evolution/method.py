@@ -41,7 +41,7 @@ from torch import nn
 
 from netrazor.errors import ConfigError
 from netrazor.methods.evolution import genetics
-from netrazor.methods.evolution.distill import distill_loss_fn, finetune_with_masks
+from netrazor.methods.evolution.distill import ContinuedSchedule, distill_loss_fn, finetune_with_masks
 from netrazor.methods.evolution.divergence import Divergence, resolve_divergence
 from netrazor.methods.evolution.fitness import EVALUATORS, make_fitness
 from netrazor.methods.evolution.memory import choose_evaluator
@@ -52,6 +52,7 @@ from netrazor.methods.masks import apply_masks, densities, density, masks_from_w
 log = logging.getLogger(__name__)
 
 EVAL_SPLITS = ("val", "train")
+FINETUNE_SCHEDULES = ("restart", "continued")
 
 
 class KnobError(ConfigError, ValueError):
@@ -80,6 +81,11 @@ class EvolutionMethod:
       finetune_lr_scale  [REC] 0.2: the T²-scaled distillation loss at a from-scratch lr diverged
                        (LeNet-5, recipe lr 0.05: val accuracy 98.6 % -> 9 % after one epoch).
       alpha            distillation weight of the fine-tune loss (1 = pure KL, no labels).
+      finetune_schedule  [REC] "restart" (default): each cycle's fine-tune runs the recipe's
+                       schedule of its own (cosine decays to 0 every cycle, same shuffle order);
+                       "continued": the cycles' fine-tunes are consecutive slices of one schedule
+                       of cycles x finetune_epochs epochs (same learning rates and example orders
+                       as one uninterrupted run of that length).
       eval_split, eval_size   the fixed evaluation batch (never the test split).
       evaluator        "delta" (default: weight deltas on the touched channels, see ``delta``) |
                        "vectorised" (vmap over the fx suffix) | "looped" (reference, one forward
@@ -117,6 +123,7 @@ class EvolutionMethod:
     finetune_lr: float | None = None
     finetune_lr_scale: float = 0.2
     alpha: float = 1.0
+    finetune_schedule: str = "restart"
     eval_split: str = "val"
     eval_size: int = 256
     evaluator: str = "delta"
@@ -144,6 +151,8 @@ class EvolutionMethod:
             (self.candidate_pool in POOLS, f"unknown candidate_pool {self.candidate_pool!r}; choose one of {', '.join(POOLS)}."),
             (callable(self.divergence) or self.divergence in DIVERGENCES,
              f"unknown divergence {self.divergence!r}; choose one of {', '.join(DIVERGENCES)} or pass a callable."),
+            (self.finetune_schedule in FINETUNE_SCHEDULES, f"unknown finetune_schedule {self.finetune_schedule!r}; "
+             f"choose one of {', '.join(FINETUNE_SCHEDULES)}."),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}; 4.0 is the usual choice."),
             (self.eval_size >= 1 and self.finetune_epochs >= 0, "eval_size must be >= 1 and finetune_epochs >= 0."),
             (isinstance(self.workers, int) and self.workers >= 1, f"workers must be an int >= 1, got {self.workers!r}."),
@@ -164,6 +173,12 @@ class EvolutionMethod:
             return self.finetune_lr
         recipe_lr = getattr(getattr(adapter, "train_config", None), "lr", None)
         return None if recipe_lr is None else self.finetune_lr_scale * recipe_lr
+
+    def _continued(self, cycle: int) -> ContinuedSchedule | None:
+        if self.finetune_schedule != "continued":
+            return None
+        return ContinuedSchedule((cycle - 1) * self.finetune_epochs, self.cycles * self.finetune_epochs)
+
     def eval_batch(self, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The fixed evaluation batch: ``(x normalised, y, indices into data.<eval_split>)``."""
         split = getattr(data, self.eval_split)
@@ -332,7 +347,8 @@ class EvolutionMethod:
                     self._emit(adapter, {"event": "step", "task": f"evolution {name}",
                                          "completed": start_alive[name] - int(masks[name].sum()),
                                          "total": max(0, start_alive[name] - counts[name]), **step})
-            history = finetune_with_masks(adapter, student, masks, self.finetune_epochs, loss_fn, self._finetune_lr(adapter))
+            history = finetune_with_masks(adapter, student, masks, self.finetune_epochs, loss_fn, self._finetune_lr(adapter),
+                                          continued=self._continued(cycle))
             student.eval()
             snap = self._snapshot(student, x, teacher_logits, divergence, adapter)
             cyc = {"cycle": cycle, "overall_density": self._overall(masks),
