@@ -31,6 +31,10 @@ Reduced schedules (2 shared CPU cores; docs/methods/ebcle.md):
   --paired-only  no training: time training steps of deep and shaped in alternation (median of
               per-round ratios; robust to the machine's load drift), ``<task>/ebcle-paired-steps.json``.
               Full runs record the same measurement in ``extra.welch.paired_steps``.
+  --keep/--budget/--round-to  the shaping variant (shape()'s knobs; --round-to 1,8 with --paired-only
+              times one shaped model per rounding against the deep model in the same rounds). Variants other
+              than the default (keep params, budget 1, no rounding) tag their file names, e.g.
+              ``ebcle-width-seed0.json``/``dense-width-seed0.json``, ``ebcle-paired-steps-r1-8.json``.
 Timings: one thread (``torch.set_num_threads(1)``), deep and shaped trained back to back within a
 seed so that both see the same machine load; compare them as ratios, never as absolute numbers.
 """
@@ -75,6 +79,10 @@ def parse_args(argv=None):
     p.add_argument("--test-size", type=int, default=None, help="N test images, fixed random draw (default all)")
     p.add_argument("--val-size", type=int, default=2000, help="N validation images, fixed random draw (0 = all 5 000)")
     p.add_argument("--keep", default="params", choices=["params", "flops", "width"])
+    p.add_argument("--budget", type=float, default=1.0,
+                   help="fraction of the kept params/MACs for the shaped model (shape(budget=); keep params/flops)")
+    p.add_argument("--round-to", default="1",
+                   help="channel multiple of the shaped model (shape(round_to=)); --paired-only takes a list, e.g. 1,8")
     p.add_argument("--rule", default="entropy-halvings")
     p.add_argument("--probe-images", type=int, default=512)
     p.add_argument("--quick", action="store_true")
@@ -103,10 +111,26 @@ def prepare_data(args):
 
 
 def record_tag(args) -> str:
-    """File-name tag of a shaping variant: "" for the default (keep=params), so the first records
-    keep their names; e.g. "-width" for keep=width. The renderer groups records by the file name
-    without the seed, so each variant gets its own row and never overwrites another's records."""
-    return "" if args.keep == "params" else f"-{args.keep}"
+    """File-name tag of a shaping variant: "" for the default (keep=params, budget 1, no rounding),
+    so the first records keep their names; e.g. "-width", "-flops-b0.5", "-r8". The renderer groups
+    records by the file name without the seed, so each variant gets its own row and never
+    overwrites another's records."""
+    tag = "" if args.keep == "params" else f"-{args.keep}"
+    if args.budget != 1.0:
+        tag += f"-b{args.budget:g}"
+    rounds = round_tos(args)
+    if rounds != [1]:
+        tag += "-r" + "-".join(str(r) for r in rounds)
+    return tag
+
+
+def round_tos(args) -> list[int]:
+    return [int(r) for r in str(args.round_to).split(",") if r.strip()]
+
+
+def shaped_kwargs(info: dict) -> dict:
+    """The build kwargs of the shaped model from ``shape()``'s info (explicit lists when rounded)."""
+    return {k: info[k] for k in ("depth_mult", "width_mult", "blocks", "widths") if info.get(k) is not None}
 
 
 def train_and_measure(model, data, config):
@@ -150,9 +174,14 @@ def paired_step_seconds(models: dict, data, config, rounds: int = 7, steps: int 
                 times[name].append((time.perf_counter() - started) / steps)
     names = list(times)
     out = {f"{n}_step_seconds": statistics.median(v) for n, v in times.items()}
-    if len(names) == 2:
-        out["step_time_ratio"] = statistics.median(a / b for a, b in zip(times[names[0]], times[names[1]]))
-        out["ratio_of"] = f"{names[0]} / {names[1]}"
+    out.update({f"{n}_macs": count_macs(m, data.input_shape) for n, (m, _) in prepared.items()})
+    reference = names[-1]
+    for n in names[:-1]:  # each model against the last one (the deep model)
+        ratio = statistics.median(a / b for a, b in zip(times[n], times[reference]))
+        if len(names) == 2:
+            out["step_time_ratio"], out["ratio_of"] = ratio, f"{n} / {reference}"
+        else:
+            out[f"{n}_step_time_ratio"] = ratio
     out.update(rounds=rounds, steps=steps, batch_size=batch, threads=torch.get_num_threads())
     return out
 
@@ -189,8 +218,10 @@ def run(args) -> list[Path]:
     rule = get_rule(args.rule)
     bound = int(rule.max_depth(stats, tuple(data.image_size)))
     build_kw = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
-    _, info = shape(deep, bound, keep=args.keep, **build_kw)
-    shape_kw = {k: info[k] for k in ("depth_mult", "width_mult")}
+    if len(round_tos(args)) != 1:
+        raise SystemExit("--round-to takes one value for training runs (a list only with --paired-only)")
+    _, info = shape(deep, bound, keep=args.keep, budget=args.budget, round_to=round_tos(args)[0], **build_kw)
+    shape_kw = shaped_kwargs(info)
     if info["layers"] == info["layers_original"] and not args.probe_only:
         log.warning("%s (%d conv layers) is already within the bound %d: the shaped model is the deep model; "
                     "pass a deeper --deep (e.g. resnet56) for a meaningful comparison", deep, info["layers"], bound)
@@ -198,7 +229,8 @@ def run(args) -> list[Path]:
              bound, deep, info["layers_original"], info["layers"], info["width_mult"])
     common = dict(bound=bound, rule=args.rule, entropy_mean=stats["mean"], entropy_ratio=entropy_ratio(stats),
                   halvings=halvings(data.image_size), epochs=epochs, train_images=len(data.train),
-                  val_images=len(data.val), test_images=len(data.test), quick=args.quick, keep=args.keep)
+                  val_images=len(data.val), test_images=len(data.test), quick=args.quick, keep=args.keep,
+                  budget=args.budget, round_to=round_tos(args)[0])
     rows, paths = [], []
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         config = dataclasses.replace(default_config(deep, args.data), epochs=epochs, seed=seed)
@@ -331,15 +363,21 @@ def paired_only(args) -> dict:
     data = prepare_data(args)
     bound = int(get_rule(args.rule).max_depth(dataset_entropy(data), tuple(data.image_size)))
     build_kw = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
-    _, info = shape(deep, bound, keep=args.keep, **build_kw)
+    models, shapes = {}, {}
+    for r in round_tos(args):  # several roundings: one model each, all timed in the same rounds
+        name = "shaped" if len(round_tos(args)) == 1 else f"shaped_r{r}"
+        _, shapes[name] = shape(deep, bound, keep=args.keep, budget=args.budget, round_to=r, **build_kw)
+        models[name] = build_model(deep, **build_kw, **shaped_kwargs(shapes[name]))
+    models["dense"] = build_model(deep, **build_kw)
     config = default_config(deep, args.data)
-    out = paired_step_seconds({"shaped": build_model(deep, **build_kw, depth_mult=info["depth_mult"],
-                                                     width_mult=info["width_mult"]),
-                               "dense": build_model(deep, **build_kw)}, data, config, rounds=args.paired_rounds)
+    out = paired_step_seconds(models, data, config, rounds=args.paired_rounds)
+    info = next(iter(shapes.values()))
     out.update(task=f"{args.data}-{deep}", bound=bound, layers=info["layers"], layers_dense=info["layers_original"],
+               keep=args.keep, budget=args.budget, shapes=shapes,
                command=" ".join(["python -m benchmarks.ebcle_bench", *(argv_tail())]))
-    write_json(Path(args.results) / out["task"] / "ebcle-paired-steps.json", out)
-    log.info("%s: step time shaped/dense = %.3f", out["task"], out["step_time_ratio"])
+    write_json(Path(args.results) / out["task"] / f"ebcle-paired-steps{record_tag(args)}.json", out)
+    log.info("%s: step time ratios vs dense %s", out["task"],
+             {k: round(v, 3) for k, v in out.items() if k.endswith("step_time_ratio")})
     return out
 
 

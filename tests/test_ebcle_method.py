@@ -19,7 +19,8 @@ from netrazor.train import TrainConfig
 def test_knobs_are_validated():
     with pytest.raises(TypeError):
         EbcleMethod(no_such_knob=1)
-    for bad in (dict(keep="bytes"), dict(rule="nope"), dict(max_depth=0), dict(entropy_mode="rgb"), dict(epochs=0)):
+    for bad in (dict(keep="bytes"), dict(rule="nope"), dict(max_depth=0), dict(entropy_mode="rgb"), dict(epochs=0),
+                dict(budget=0), dict(keep="width", budget=0.5), dict(round_to=0), dict(round_to=8.0)):
         with pytest.raises(ValueError):
             EbcleMethod(**bad)
     with pytest.raises(ValueError, match="bad options"):
@@ -42,6 +43,9 @@ def test_run_shapes_and_trains_through_the_adapter():
     # the default rule reads the data: the bound is the rule's, not a constant
     _, rec2 = EbcleMethod(train=False).run(model, adapter)
     assert "train_seconds" not in rec2 and rec2["bound"] >= 1
+    # round_to reaches shape(): the shaped spec carries channel multiples of 8
+    _, rec3 = EbcleMethod(rule="fixed", rule_options={"depth": 7}, round_to=8, train=False).run(model, adapter)
+    assert all(c % 8 == 0 for c in rec3["spec"]["kwargs"]["widths"])
 
 
 def test_run_refuses_non_zoo_models():

@@ -78,3 +78,34 @@ def test_resnet56_shaped_to_the_default_rules_bound_for_high_entropy_data():
     if bound < 55:
         assert conv_depth(model) < 55
     assert abs(count_params(model) - count_params(original)) / count_params(original) < 0.05
+
+
+def test_round_to_gives_channel_multiples_and_keeps_params_on_the_coarser_grid():
+    kw = dict(in_channels=1, input_size=28)
+    original = build_model("resnet32", **kw)
+    model, info = shape("resnet32", 22, round_to=8, **kw)
+    widths = model.netrazor_spec["kwargs"]["widths"]
+    assert info["round_to"] == 8 and widths == info["widths"] and all(c % 8 == 0 for c in widths)
+    assert conv_depth(model) <= 22 and widths[0] > 16  # shallower and broader
+    assert abs(count_params(model) - count_params(original)) / count_params(original) < 0.10
+    assert count_params(model_from_spec(model.netrazor_spec)) == count_params(model)
+    # without rounding the solved widths are not multiples of 8 (the reason for the knob)
+    plain, _ = shape("resnet32", 22, **kw)
+    assert plain.stem.conv.out_channels % 8 != 0
+
+
+def test_budget_scales_the_kept_quantity():
+    kw = dict(in_channels=1, input_size=28)
+    macs0 = count_macs(build_model("resnet32", **kw), (1, 28, 28))
+    model, info = shape("resnet32", 9, keep="flops", budget=0.5, **kw)
+    assert abs(count_macs(model, (1, 28, 28)) - 0.5 * macs0) / (0.5 * macs0) < 0.05 and abs(info["rel_error"]) < 0.05
+    cut, _ = shape("resnet32", 9, keep="width", **kw)
+    assert model.stem.conv.out_channels > cut.stem.conv.out_channels  # broader than the plain cut
+
+
+def test_round_to_and_budget_reject_bad_values():
+    for bad in (dict(round_to=0), dict(round_to=2.5), dict(budget=0), dict(keep="width", budget=0.5)):
+        with pytest.raises(ConfigError):
+            shape("resnet20", 7, **bad)
+    with pytest.raises(ConfigError):
+        shape("vgg11", 4, round_to=8)  # no explicit stage widths in the VGG builder

@@ -39,6 +39,8 @@ class EbcleMethod:
     max_depth     override the bound (main-path conv layers); None = from the rule.
     entropy_mode  "channel" or "luma" (netrazor.data.entropy).
     keep          "params" | "flops" | "width": what the shaped model keeps about constant.
+    budget        fraction of the kept params/MACs (keep "params"/"flops"; [REC], shape()).
+    round_to      channel multiple of the shaped model, 1 = none (ResNets; [REC], shape()).
     train         train the shaped model through ``adapter.train`` (False: return it untrained).
     epochs        training epochs (None = the adapter's recipe).
     evaluate_test also report the test error of the trained shaped model (final number only).
@@ -49,6 +51,8 @@ class EbcleMethod:
     max_depth: int | None = None
     entropy_mode: str = "channel"
     keep: str = "params"
+    budget: float = 1.0
+    round_to: int = 1
     train: bool = True
     epochs: int | None = None
     evaluate_test: bool = True
@@ -64,6 +68,12 @@ class EbcleMethod:
             raise ValueError(f"entropy_mode must be one of {', '.join(MODES)}, got {self.entropy_mode!r}.")
         if self.keep not in KEEPS:
             raise ValueError(f"keep must be one of {', '.join(KEEPS)}, got {self.keep!r}.")
+        if not isinstance(self.budget, (int, float)) or isinstance(self.budget, bool) or not self.budget > 0:
+            raise ValueError(f"budget must be a number > 0, got {self.budget!r}.")
+        if self.budget != 1.0 and self.keep == "width":
+            raise ValueError("budget applies to keep='params' or 'flops', not keep='width'.")
+        if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
+            raise ValueError(f"round_to must be an int >= 1, got {self.round_to!r}.")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise ValueError(f"epochs must be None or an int >= 1, got {self.epochs!r}.")
         try:  # bad rule options fail now, not after training (ValueError: what the recipe validator catches)
@@ -84,7 +94,7 @@ class EbcleMethod:
         data = adapter.data
         bound, stats = self.bound(data)
         kw = dict(spec["kwargs"])
-        shaped, info = shape(spec["name"], bound, keep=self.keep, **kw)
+        shaped, info = shape(spec["name"], bound, keep=self.keep, budget=self.budget, round_to=self.round_to, **kw)
         shaped = shaped.to(adapter.device)
         input_shape = tuple(adapter.input_shape)
         record: dict[str, Any] = {

@@ -9,6 +9,12 @@ match the original's. Conv parameters scale ~ depth x width^2, so the starting g
 ``netrazor.measure.count_params`` / ``count_macs`` (bisection; channel counts are rounded, so the
 match is within a few per cent, reported in ``info["rel_error"]``). ``keep="width"`` only cuts.
 
+Two [REC] knobs beyond the abstract: ``budget`` scales the kept quantity (``keep="flops",
+budget=0.5``: broader than the cut model but with half the original MACs), and ``round_to``
+rounds every stage's channel count to a multiple (e.g. 8: CPU/GPU kernels favour such counts);
+the width is then solved with the rounding inside, so the kept quantity still matches as
+closely as the coarser grid allows. ``round_to`` needs a family with explicit ``widths`` (ResNets).
+
 Families: CIFAR ResNets (blocks per stage; explicit ``blocks``/``widths`` lists are scaled too),
 VGG (convs per stage), MobileNetV2. LeNets have a fixed depth (``depth_mult`` is a no-op there):
 they come back unchanged with ``info["within_bound"]`` telling whether they fit.
@@ -44,8 +50,34 @@ def _input_shape(model: nn.Module) -> tuple[int, int, int]:
     return int(kw["in_channels"]), int(h), int(w)
 
 
-def _variant(name: str, base_kw: dict, depth: float, width: float) -> nn.Module:
-    """Build ``name`` with depth and width scaled *relative* to ``base_kw``."""
+def round_channels(channels: int, multiple: int) -> int:
+    """The multiple of ``multiple`` nearest to ``channels`` (at least one multiple)."""
+    return max(multiple, multiple * int(math.floor(channels / multiple + 0.5)))
+
+
+def stage_widths(model: nn.Module) -> list[int]:
+    """Output channels of each stage (``layer1``, ``layer2``, … as the zoo's ResNets name them)."""
+    widths, index = [], 1
+    while hasattr(model, f"layer{index}"):
+        convs = [m for n, m in getattr(model, f"layer{index}").named_modules()
+                 if isinstance(m, nn.Conv2d) and "shortcut" not in n]
+        widths.append(convs[-1].out_channels)
+        index += 1
+    return widths
+
+
+def _variant(name: str, base_kw: dict, depth: float, width: float, round_to: int = 1) -> nn.Module:
+    """Build ``name`` with depth and width scaled *relative* to ``base_kw``, channel counts rounded
+    to multiples of ``round_to`` (written as an explicit ``widths`` list)."""
+    model = _scaled(name, base_kw, depth, width)
+    if round_to == 1:
+        return model
+    kw = dict(model.netrazor_spec["kwargs"])
+    kw["widths"] = [round_channels(c, round_to) for c in stage_widths(model)]
+    return build_model(name, **kw)
+
+
+def _scaled(name: str, base_kw: dict, depth: float, width: float) -> nn.Module:
     kw = dict(base_kw)
     if kw.get("blocks") is not None:  # explicit per-stage lists: multipliers do not apply to them
         kw["blocks"] = [max(1, int(math.ceil(b * depth - 1e-9))) for b in kw["blocks"]]
@@ -102,14 +134,22 @@ def _solve_width(build: Callable[[float], nn.Module], measure: Callable[[nn.Modu
     return best
 
 
-def shape(model_name: str, max_depth: int, keep: str = "params", **build_kw: Any) -> tuple[nn.Module, dict]:
+def shape(model_name: str, max_depth: int, keep: str = "params", *, budget: float = 1.0, round_to: int = 1,
+          **build_kw: Any) -> tuple[nn.Module, dict]:
     """The broader-shallower variant of zoo model ``model_name`` (built with ``build_kw``, e.g.
     ``num_classes``, ``in_channels``, ``input_size``, ``width_mult``, ``depth_mult``) whose main-path
     conv depth is at most ``max_depth``. Returns ``(model, info)``; ``info`` holds the chosen
     multipliers (relative to ``build_kw`` and absolute), depth, params and MACs of both models,
-    the target and the relative error of the kept quantity."""
+    the target and the relative error of the kept quantity. ``budget`` (keep params/flops) is the
+    fraction of the original's quantity to keep; ``round_to`` the channel multiple (1 = none)."""
     if keep not in KEEPS:
         raise ConfigError(f"unknown keep={keep!r}; choose one of {', '.join(KEEPS)}.")
+    if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
+        raise ConfigError(f"round_to must be an int >= 1 (channel multiple), got {round_to!r}.")
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0:
+        raise ConfigError(f"budget must be a number > 0 (fraction of the kept quantity), got {budget!r}.")
+    if budget != 1.0 and keep == "width":
+        raise ConfigError("budget applies to keep='params' or 'flops'; keep='width' keeps the widths.")
     if not isinstance(max_depth, int) or isinstance(max_depth, bool) or max_depth < 1:
         raise ConfigError(f"max_depth must be an int >= 1 (main-path conv layers), got {max_depth!r}.")
     original = build_model(model_name, **build_kw)
@@ -119,8 +159,10 @@ def shape(model_name: str, max_depth: int, keep: str = "params", **build_kw: Any
     depth0 = conv_depth(original)
     params0 = count_params(original)
     macs0 = count_macs(original, shape_in)
+    if round_to > 1 and not stage_widths(original):
+        raise ConfigError(f"round_to needs a family with explicit stage widths (the ResNets); {name} has none.")
     info: dict[str, Any] = {
-        "model": name, "keep": keep, "bound": max_depth,
+        "model": name, "keep": keep, "bound": max_depth, "budget": budget, "round_to": round_to,
         "layers_original": depth0, "params_original": params0, "macs_original": macs0,
     }
     if depth0 <= max_depth:
@@ -135,17 +177,17 @@ def shape(model_name: str, max_depth: int, keep: str = "params", **build_kw: Any
         if depth0 > max_depth:
             log.warning("%s cannot be made shallower than %d conv layers (bound %d)", name, depth0, max_depth)
     elif keep == "width":
-        model, w = cut, 1.0
+        model, w = _variant(name, base_kw, d, 1.0, round_to), 1.0
     else:
         if keep == "params":
-            measure, target = count_params, params0
+            measure, target = count_params, round(budget * params0)
         else:
-            measure, target = (lambda m: count_macs(m, shape_in)), macs0
-        guess = math.sqrt(depth0 / max(1, depth1))
-        w, model, _ = _solve_width(lambda w: _variant(name, base_kw, d, w), measure, target, guess)
+            measure, target = (lambda m: count_macs(m, shape_in)), round(budget * macs0)
+        guess = math.sqrt(budget * depth0 / max(1, depth1))
+        w, model, _ = _solve_width(lambda w: _variant(name, base_kw, d, w, round_to), measure, target, guess)
     params1, macs1 = count_params(model), count_macs(model, shape_in)
     kw1 = model.netrazor_spec["kwargs"]
-    target_key = {"params": ("params", params0, params1), "flops": ("macs", macs0, macs1)}.get(keep)
+    target_key = {"params": ("params", budget * params0, params1), "flops": ("macs", budget * macs0, macs1)}.get(keep)
     info.update(
         layers=conv_depth(model), params=params1, macs=macs1,
         depth_mult_rel=d if model is not original else 1.0, width_mult_rel=w,
