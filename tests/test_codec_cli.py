@@ -59,6 +59,9 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--tolerance", "0.01"]) == 2
     assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--bits", "3", "--tolerance", "0.1"]) == 2
     assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--bits", "12"]) == 2
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--budget-bits", "9000"]) == 2
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(tmp_path / "x.nrz"), "--bits", "3", "--budget-bits", "9000"]) == 2
+    assert "not --bits and --budget-bits" in " ".join(capsys.readouterr().err.split())  # rich wraps lines
 
 
 def test_pack_with_tolerance_searches_bits_on_validation_data(tmp_path, capsys, monkeypatch):
@@ -78,6 +81,25 @@ def test_pack_with_tolerance_searches_bits_on_validation_data(tmp_path, capsys, 
     report = json.loads(capsys.readouterr().out)
     assert calls == ["mnist"]
     assert set(report["bits"]) == {"fc1", "fc2", "fc3"} and all(1 <= b <= 8 for b in report["bits"].values())
+    from netrazor.codec import read_nrz
+
+    assert read_nrz(out)[0]["quantisation"]["bits"] == report["bits"]
+
+
+def test_pack_with_budget_bits_fits_the_budget(tmp_path, capsys, monkeypatch):
+    import netrazor.data
+    from netrazor.data import make_synthetic
+    from netrazor.quant.search import layer_bit_cost
+
+    monkeypatch.setattr(netrazor.data, "load_data", lambda name, *a, **kw: make_synthetic(
+        n_train=64, n_val=128, n_test=16, num_classes=10, shape=(1, 28, 28), seed=0))
+    model = _saved_lenet(tmp_path)
+    nnz = {n: int((m.weight != 0).sum()) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    budget = sum(layer_bit_cost(k, 3, 1) for k in nnz.values())  # room for 3 bits on average, not 8
+    out = tmp_path / "b.nrz"
+    assert main(["pack", str(tmp_path / "lenet"), "-o", str(out), "--budget-bits", str(budget), "--data", "mnist", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sum(layer_bit_cost(nnz[n], b, 1) for n, b in report["bits"].items()) <= budget
     from netrazor.codec import read_nrz
 
     assert read_nrz(out)[0]["quantisation"]["bits"] == report["bits"]

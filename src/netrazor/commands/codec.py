@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o", help="the .nrz file to write"),
         bits: Optional[int] = typer.Option(None, "--bits", help="quantise every layer to N bits (1-8)"),
         tolerance: Optional[float] = typer.Option(None, "--tolerance", help="search the fewest bits per layer within this validation-error increase"),
-        data: Optional[str] = typer.Option(None, "--data", help="data set for --tolerance (mnist, fashion-mnist, cifar10 or a path)"),
+        budget_bits: Optional[int] = typer.Option(None, "--budget-bits", help="allocate widths greedily so that all layers' indices + codebooks fit N bits (lowest validation-error increase per bit saved)"),
+        data: Optional[str] = typer.Option(None, "--data", help="data set for --tolerance / --budget-bits (mnist, fashion-mnist, cifar10 or a path)"),
         method: str = typer.Option("kmeans", "--method", help="kmeans or uniform"),
         per_channel: bool = typer.Option(False, "--per-channel", help="uniform: one scale per output channel"),
         eval_samples: int = typer.Option(2000, "--eval-samples", help="validation images per evaluation in the search"),
@@ -79,17 +80,22 @@ def register(app: typer.Typer) -> None:
         """Quantise (optionally) and encode a model; print the bytes at every stage."""
         from netrazor.codec import pack
         from netrazor.errors import ConfigError
-        from netrazor.quant import search_bits
+        from netrazor.quant import allocate_bits, search_bits
         from netrazor.surgery import load_model  # reads zoo and altered architectures alike
 
-        if bits is not None and tolerance is not None:
-            raise ConfigError("pass either --bits or --tolerance, not both.")
-        if tolerance is not None and not data:
-            raise ConfigError("--tolerance needs --data NAME to measure the validation error.")
+        chosen = [flag for flag, value in (("--bits", bits), ("--tolerance", tolerance), ("--budget-bits", budget_bits))
+                  if value is not None]
+        if len(chosen) > 1:
+            raise ConfigError(f"pass one of --bits, --tolerance or --budget-bits, not {' and '.join(chosen)}.")
+        if (tolerance is not None or budget_bits is not None) and not data:
+            raise ConfigError(f"{chosen[0]} needs --data NAME to measure the validation error.")
         model = load_model(model_path)
         quantisation = None
         if tolerance is not None:
             result = search_bits(model, _val_error_fn(data, eval_samples), tolerance, method=method, per_channel=per_channel)
+            model, quantisation = result.model, result.to_dict()
+        elif budget_bits is not None:
+            result = allocate_bits(model, _val_error_fn(data, eval_samples), budget_bits, method=method, per_channel=per_channel)
             model, quantisation = result.model, result.to_dict()
         report = pack(model, output, bits=bits, method=method, per_channel=per_channel, quantisation=quantisation)
         if as_json:
