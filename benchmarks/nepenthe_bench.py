@@ -88,12 +88,23 @@ def prepare(args):
     return task, data, width, config
 
 
+def dense_tag(args, width: float, epochs: int) -> str:
+    """The dense cache's name. It leaves out the method and --tag, so every method and variant of a
+    task, width, schedule and seed starts from the same dense model."""
+    return f"{args.task}-w{width}-e{epochs}-seed{args.seed}{'-quick' if args.quick else ''}"
+
+
+def record_method(args) -> str:
+    """The record's method name: ``<method><tag>`` (file ``<method><tag>-seed<N>.json``)."""
+    return args.method + args.tag
+
+
 def main(argv=None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     task, data, width, config = prepare(args)
-    tag = f"{args.task}-w{width}-e{config.epochs}-seed{args.seed}{'-quick' if args.quick else ''}"
-    model, train_seconds = dense_model(task["model"], data, config, tag=tag, width_mult=width, cache=Path(args.cache))
+    model, train_seconds = dense_model(task["model"], data, config, tag=dense_tag(args, width, config.epochs),
+                                       width_mult=width, cache=Path(args.cache))
     adapter = Adapter(data=data, train_config=config)
     bytes_dense = model_bytes(model)
     knobs = dict(delta=args.delta, retrain_epochs=args.retrain_epochs, entropy_samples=args.entropy_samples,
@@ -121,7 +132,7 @@ def main(argv=None) -> Path:
         fields["train_seconds_dense"] = train_seconds
     # Quick runs go to their own task folder (<task>-quick) so no table mistakes them for the claim.
     task_name = f"{args.task}-quick" if args.quick else args.task
-    record = make_record(task_name, args.method + args.tag, args.seed, task["model"], task["data"], bytes=model_bytes(out),
+    record = make_record(task_name, record_method(args), args.seed, task["model"], task["data"], bytes=model_bytes(out),
                          bytes_dense=bytes_dense, extra=extra, **fields)
     path = write_record(record, args.results)
     log.info("wrote %s: layers %s -> %s, val error %.4f -> %.4f, MACs %s -> %s, latency b1 %.3f -> %.3f ms",
