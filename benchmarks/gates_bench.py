@@ -11,7 +11,10 @@ convergence and seconds per epoch in ``extra``) and the θ / width plots next to
 
 Robustness runs (seeds, ``--width-mult 2``: record ``gates-x2-seed<N>``) may pass ``--no-plain`` to
 skip the plain training; the initial weights are drawn the same way, the record then has no dense
-error or time (``extra.plain_trained`` false).
+error or time (``extra.plain_trained`` false). A knob variant needs ``--tag`` so its records do not
+overwrite the defaults' (session 4's width-invariant LeNet-300-100 setting, docs/methods/gates.md):
+
+    ... --model lenet300 --epochs 60 --tag data-k0.1-e60 --set cost_reference=data --set kappa=0.1 --seed S [--width-mult 2]
 
 Targets (issue 5): LeNet-5-Caffe <= 1.0 % test error with >= 97 % of the parameters removed;
 LeNet-300-100 <= 1.8 % with >= 90 % removed.
