@@ -60,22 +60,39 @@ def dense_model(
     width_mult: float = 1.0,
     cache: Path = DENSE_CACHE,
 ) -> tuple[nn.Module, float | None]:
-    """Train (or load from ``cache/tag``) the dense reference; returns it and its training seconds."""
+    """Train (or load from ``cache/tag``) the dense reference; returns it and its training seconds.
+
+    The cache file records the training recipe; a cached model trained with another recipe (say, after
+    a recipe's label smoothing changed while the tag, which names only model, width, epochs and seed,
+    did not) is retrained rather than silently reused.
+    """
     path = Path(cache) / tag
+    recipe = _recipe_fields(config)
     if Path(f"{path}.safetensors").exists():
         from netrazor.io import read_json
 
-        log.info("loading dense model %s", path)
         extra = read_json(f"{path}.json").get("extra", {})
-        return load_model(path).eval(), extra.get("train_seconds")
+        cached = extra.get("recipe")
+        if cached is None or cached == recipe:
+            log.info("loading dense model %s%s", path, "" if cached else " (cache predates recipe checks)")
+            return load_model(path).eval(), extra.get("train_seconds")
+        changed = sorted(k for k in set(cached) | set(recipe) if cached.get(k) != recipe.get(k))
+        log.warning("dense cache %s was trained with another recipe (%s differ): retraining", path, ", ".join(changed))
     torch.manual_seed(config.seed)
     model = build_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels,
                         input_size=data.image_size, width_mult=width_mult)
     started = time.perf_counter()
     Adapter(data=data, train_config=config).train(model)
     seconds = time.perf_counter() - started
-    save_model(model, path, extra={"train_seconds": seconds})
+    save_model(model, path, extra={"train_seconds": seconds, "recipe": recipe})
     return model.eval(), seconds
+
+
+def _recipe_fields(config) -> dict:
+    """The recipe as JSON values (tuples become lists), so it compares equal to what the cache file holds."""
+    import json
+
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def measured_fields(model: nn.Module, data: DataBundle, *, latency: bool = True, suffix: str = "") -> dict:

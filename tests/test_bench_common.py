@@ -60,3 +60,25 @@ def test_ebcle_bench_draws_the_same_subsets_as_before(monkeypatch):
     assert _same(got.test, old(data.test, 120, 2))
     quick = ebcle_bench.prepare_data(ebcle_bench.parse_args(["--quick", "--val-size", "0"]))
     assert quick.train is data.train and quick.val is data.val and quick.test is data.test  # all smaller than quick sizes
+
+
+def test_dense_cache_is_reused_for_the_same_recipe_and_retrained_for_another(tmp_path, monkeypatch):
+    from benchmarks import common
+    from netrazor.train import TrainConfig
+
+    trained = []
+    real_train = common.Adapter.train
+
+    def counting_train(self, model, *a, **kw):
+        trained.append(self.train_config.label_smoothing)
+        return real_train(self, model, *a, **kw)
+
+    monkeypatch.setattr(common.Adapter, "train", counting_train)
+    data = make_synthetic(n_train=64, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.01, seed=0)
+    first, _ = common.dense_model("lenet300", data, config, tag="t", cache=tmp_path)
+    again, _ = common.dense_model("lenet300", data, config, tag="t", cache=tmp_path)
+    assert trained == [0.0]  # the second call loaded the cache
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    common.dense_model("lenet300", data, dataclasses.replace(config, label_smoothing=0.1), tag="t", cache=tmp_path)
+    assert trained == [0.0, 0.1]  # same tag, other recipe: retrained, not reused
