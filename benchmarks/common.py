@@ -7,6 +7,7 @@ the same way (same latency protocol, same splits): numbers across benchmarks sta
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -90,8 +91,6 @@ def dense_model(
 
 def _recipe_fields(config) -> dict:
     """The recipe as JSON values (tuples become lists), so it compares equal to what the cache file holds."""
-    import json
-
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 

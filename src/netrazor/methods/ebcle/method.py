@@ -23,7 +23,7 @@ from netrazor.data.entropy import MODES, dataset_entropy
 from netrazor.errors import ConfigError
 from netrazor.measure import count_macs, count_params
 from netrazor.methods.ebcle.rules import RULES, get_rule
-from netrazor.methods.ebcle.shape import KEEPS, conv_depth, shape
+from netrazor.methods.ebcle.shape import check_shape_knobs, conv_depth, shape
 from netrazor.models import model_spec
 
 log = logging.getLogger(__name__)
@@ -66,18 +66,11 @@ class EbcleMethod:
             raise ValueError(f"max_depth must be None or an int >= 1, got {self.max_depth!r}.")
         if self.entropy_mode not in MODES:
             raise ValueError(f"entropy_mode must be one of {', '.join(MODES)}, got {self.entropy_mode!r}.")
-        if self.keep not in KEEPS:
-            raise ValueError(f"keep must be one of {', '.join(KEEPS)}, got {self.keep!r}.")
-        if not isinstance(self.budget, (int, float)) or isinstance(self.budget, bool) or not self.budget > 0:
-            raise ValueError(f"budget must be a number > 0, got {self.budget!r}.")
-        if self.budget != 1.0 and self.keep == "width":
-            raise ValueError("budget applies to keep='params' or 'flops', not keep='width'.")
-        if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
-            raise ValueError(f"round_to must be an int >= 1, got {self.round_to!r}.")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise ValueError(f"epochs must be None or an int >= 1, got {self.epochs!r}.")
-        try:  # bad rule options fail now, not after training (ValueError: what the recipe validator catches)
+        try:  # bad rule options or shape knobs fail now, not after training (ValueError: what the recipe validator catches)
             get_rule(self.rule, **self.rule_options)
+            check_shape_knobs(self.keep, self.budget, self.round_to)
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
 

@@ -134,14 +134,9 @@ def _solve_width(build: Callable[[float], nn.Module], measure: Callable[[nn.Modu
     return best
 
 
-def shape(model_name: str, max_depth: int, keep: str = "params", *, budget: float = 1.0, round_to: int = 1,
-          **build_kw: Any) -> tuple[nn.Module, dict]:
-    """The broader-shallower variant of zoo model ``model_name`` (built with ``build_kw``, e.g.
-    ``num_classes``, ``in_channels``, ``input_size``, ``width_mult``, ``depth_mult``) whose main-path
-    conv depth is at most ``max_depth``. Returns ``(model, info)``; ``info`` holds the chosen
-    multipliers (relative to ``build_kw`` and absolute), depth, params and MACs of both models,
-    the target and the relative error of the kept quantity. ``budget`` (keep params/flops) is the
-    fraction of the original's quantity to keep; ``round_to`` the channel multiple (1 = none)."""
+def check_shape_knobs(keep: str, budget: float = 1.0, round_to: int = 1) -> None:
+    """Raise ``ConfigError`` for a bad ``keep`` / ``budget`` / ``round_to`` (shared by ``shape()`` and
+    ``EbcleMethod``, which checks them before any training)."""
     if keep not in KEEPS:
         raise ConfigError(f"unknown keep={keep!r}; choose one of {', '.join(KEEPS)}.")
     if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
@@ -150,6 +145,17 @@ def shape(model_name: str, max_depth: int, keep: str = "params", *, budget: floa
         raise ConfigError(f"budget must be a number > 0 (fraction of the kept quantity), got {budget!r}.")
     if budget != 1.0 and keep == "width":
         raise ConfigError("budget applies to keep='params' or 'flops'; keep='width' keeps the widths.")
+
+
+def shape(model_name: str, max_depth: int, keep: str = "params", *, budget: float = 1.0, round_to: int = 1,
+          **build_kw: Any) -> tuple[nn.Module, dict]:
+    """The broader-shallower variant of zoo model ``model_name`` (built with ``build_kw``, e.g.
+    ``num_classes``, ``in_channels``, ``input_size``, ``width_mult``, ``depth_mult``) whose main-path
+    conv depth is at most ``max_depth``. Returns ``(model, info)``; ``info`` holds the chosen
+    multipliers (relative to ``build_kw`` and absolute), depth, params and MACs of both models,
+    the target and the relative error of the kept quantity. ``budget`` (keep params/flops) is the
+    fraction of the original's quantity to keep; ``round_to`` the channel multiple (1 = none)."""
+    check_shape_knobs(keep, budget, round_to)
     if not isinstance(max_depth, int) or isinstance(max_depth, bool) or max_depth < 1:
         raise ConfigError(f"max_depth must be an int >= 1 (main-path conv layers), got {max_depth!r}.")
     original = build_model(model_name, **build_kw)
