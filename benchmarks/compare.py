@@ -61,6 +61,10 @@ def parse_args(argv=None):
     p.add_argument("--dense-epochs", type=int, default=None)
     p.add_argument("--tolerance", type=float, default=0.002, help="bit search: allowed val accuracy drop")
     p.add_argument("--methods", default="gates,torch-pruning-magnitude,torch-pruning-taylor,magnitude,deep-compression,gates+evolution+pack")
+    p.add_argument("--sparsities", default=None,
+                   help="bytes-vs-error sweep: comma list of global sparsities for deep-compression and "
+                        "gates+evolution+pack (e.g. 0.97,0.98,0.99); records are named compare-<method>-s<S>-seed<N> "
+                        "and deep-compression fine-tunes as many epochs as the whole chain does (default: the task's one sparsity)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--results", default="benchmarks/results")
     return p.parse_args(argv)
@@ -253,11 +257,11 @@ def run_task(name: str, seed: int, args) -> None:
     wanted = args.methods.split(",")
     common = {"task": name, "seed": seed, "model": task["model"], "data": task["data"]}
 
-    def record(method: str, model, seconds: float, **extra) -> dict:
+    def record(method: str, model, seconds: float, variant: str = "", **extra) -> dict:
         rec = make_record(method=method, **common, **dense_fields, **measured_fields(model, data),
                           compress_seconds=seconds, extra={"finetune_epochs": epochs, "quick": args.quick, **extra})
         rec["extra"].update(explain_latency(rec, dense, model, data.input_shape))
-        path = write_record(rec, args.results, name=_record_name(method, seed, args.quick))
+        path = write_record(rec, args.results, name=_record_name(method + variant, seed, args.quick))
         log.info("%s: test error %.4f, MACs %s, bytes %s -> %s", method, rec.get("test_error"), rec.get("macs"), rec.get("bytes"), path)
         return rec
 
@@ -268,7 +272,11 @@ def run_task(name: str, seed: int, args) -> None:
 
         started = time.perf_counter()
         gates_model, gates_record = GatesMethod(epochs=epochs, seed=seed).run(copy.deepcopy(dense), adapter)
-        gates_rec = record("gates", gates_model, time.perf_counter() - started)
+        gates_seconds = time.perf_counter() - started
+        if "gates" in wanted:
+            gates_rec = record("gates", gates_model, gates_seconds)
+        else:  # the chain still needs gates' size and time; its record is not rewritten
+            gates_rec = {**measured_fields(gates_model, data), "compress_seconds": gates_seconds}
         target_macs = gates_rec["macs"]
         for importance in ("magnitude", "taylor"):
             method = f"torch-pruning-{importance}"
@@ -282,38 +290,47 @@ def run_task(name: str, seed: int, args) -> None:
         model, _ = torch_prune_global_magnitude(dense, adapter, sparsity=task["sparsity"], finetune_epochs=epochs)
         record("magnitude", model, time.perf_counter() - started, sparsity=task["sparsity"])
     work = f"runs/compare/{name}-seed{seed}"
-    if "deep-compression" in wanted:
-        from netrazor.methods.baselines import global_magnitude_prune
-
-        started = time.perf_counter()
-        model, _ = global_magnitude_prune(copy.deepcopy(dense), task["sparsity"], adapter=adapter, finetune_epochs=epochs)
-        packed, info = quantise_and_pack(model, adapter, args.tolerance, f"{work}/deep-compression.nrz")
-        rec = record("deep-compression", packed, time.perf_counter() - started, sparsity=task["sparsity"], **info)
-        _artifact_bytes(rec, info, args, seed)
-    if "gates+evolution+pack" in wanted and gates_model is not None:
-        from netrazor.methods.evolution import EvolutionMethod
-
-        started = time.perf_counter()
-        # The same number of non-zero weights as deep-compression keeps, spread over the smaller net.
-        density = min(1.0, (1 - task["sparsity"]) * dense_fields["params_dense"] / gates_rec["params"])
+    sweep = args.sparsities is not None
+    for sparsity in ([float(v) for v in args.sparsities.split(",")] if sweep else [task["sparsity"]]):
+        suffix = f"-s{sparsity:g}" if sweep else ""
         cycles, evo_epochs = 2, max(1, epochs // 2)
-        evolved, _ = EvolutionMethod(targets=density, cycles=cycles, finetune_epochs=evo_epochs, seed=seed).run(copy.deepcopy(gates_model), adapter)
-        packed, info = quantise_and_pack(evolved, adapter, args.tolerance, f"{work}/gates+evolution.nrz")
-        # A chain: its time and its training epochs are those of gates plus its own (not one stage's).
-        rec = record("gates+evolution+pack", packed, gates_rec["compress_seconds"] + time.perf_counter() - started,
-                     density=density, finetune_epochs=epochs + cycles * evo_epochs,
-                     finetune_epochs_split={"gates": epochs, "evolution": cycles * evo_epochs}, **info)
-        _artifact_bytes(rec, info, args, seed)
+        chain_epochs = epochs + cycles * evo_epochs
+        # In a sweep deep-compression gets the chain's whole fine-tuning budget (gates + evolution), so
+        # the two bytes-vs-error curves are compared at equal epochs, not only at equal sparsity.
+        dc_epochs = chain_epochs if sweep else epochs
+        if "deep-compression" in wanted:
+            from netrazor.methods.baselines import global_magnitude_prune
+
+            started = time.perf_counter()
+            model, _ = global_magnitude_prune(copy.deepcopy(dense), sparsity, adapter=adapter, finetune_epochs=dc_epochs)
+            packed, info = quantise_and_pack(model, adapter, args.tolerance, f"{work}/deep-compression{suffix}.nrz")
+            rec = record("deep-compression", packed, time.perf_counter() - started, variant=suffix,
+                         sparsity=sparsity, **info, **({"finetune_epochs": dc_epochs} if sweep else {}))
+            _artifact_bytes(rec, info, args, seed, suffix)
+        if "gates+evolution+pack" in wanted and gates_model is not None:
+            from netrazor.methods.evolution import EvolutionMethod
+
+            started = time.perf_counter()
+            # The same number of non-zero weights as deep-compression keeps, spread over the smaller net.
+            density = min(1.0, (1 - sparsity) * dense_fields["params_dense"] / gates_rec["params"])
+            evolved, _ = EvolutionMethod(targets=density, cycles=cycles, finetune_epochs=evo_epochs, seed=seed).run(copy.deepcopy(gates_model), adapter)
+            packed, info = quantise_and_pack(evolved, adapter, args.tolerance, f"{work}/gates+evolution{suffix}.nrz")
+            # A chain: its time and its training epochs are those of gates plus its own (not one stage's).
+            rec = record("gates+evolution+pack", packed, gates_rec["compress_seconds"] + time.perf_counter() - started,
+                         variant=suffix, sparsity=sparsity, density=density, finetune_epochs=chain_epochs,
+                         finetune_epochs_split={"gates": epochs, "evolution": cycles * evo_epochs}, **info)
+            _artifact_bytes(rec, info, args, seed, suffix)
 
 
-def _artifact_bytes(rec: dict, info: dict, args, seed: int) -> None:
+def _artifact_bytes(rec: dict, info: dict, args, seed: int, variant: str = "") -> None:
     """``bytes`` of a packed result is the .nrz file, not the float32 size of the unpacked model."""
     rec["bytes"] = info["encoded_bytes"]
-    write_record(rec, args.results, name=_record_name(rec["method"], seed, args.quick))
+    write_record(rec, args.results, name=_record_name(rec["method"] + variant, seed, args.quick))
 
 
 def _record_name(method: str, seed: int, quick: bool) -> str:
-    """``compare-<method>-seed<N>``: this harness's configurations never overwrite a method's own benchmark."""
+    """``compare-<method>-seed<N>``: this harness's configurations never overwrite a method's own benchmark
+    (``method`` may carry a variant, e.g. ``deep-compression-s0.99`` in a sparsity sweep)."""
     return f"compare-{method}-seed{seed}{'-quick' if quick else ''}"
 
 

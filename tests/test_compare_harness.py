@@ -59,3 +59,33 @@ def test_run_task_records_equal_macs_and_latency_reasons(tmp_path, monkeypatch):
         assert "conv1" in names and "fc2" in names
     dense = json.loads((out / "compare-dense-seed0-quick.json").read_text())
     assert "latency_reason" not in dense.get("extra", {})
+
+
+def test_sparsity_sweep_names_records_and_matches_epochs(tmp_path, monkeypatch):
+    """--sparsities: one deep-compression and one chain record per sparsity, named by it; deep-compression
+    fine-tunes as many epochs as the whole chain; the gates record is not rewritten when not asked for."""
+    data = make_synthetic(n_train=128, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
+    monkeypatch.setattr(compare, "load_data", lambda name: data)
+
+    def tiny_dense(model_name, data, config, *, tag, width_mult=1.0):
+        torch.manual_seed(0)
+        return build_model(model_name, num_classes=10, in_channels=1, input_size=28).eval(), 0.0
+
+    monkeypatch.setattr(compare, "dense_model", tiny_dense)
+    monkeypatch.setattr(gates_module, "GatesMethod", NarrowGates)
+    monkeypatch.chdir(tmp_path)  # the .nrz files go under runs/compare/
+    args = compare.parse_args(["--quick", "--methods", "deep-compression,gates+evolution+pack",
+                               "--sparsities", "0.9,0.99", "--results", str(tmp_path / "results")])
+    compare.run_task("mnist-lenet5", 0, args)
+
+    out = tmp_path / "results" / "mnist-lenet5"
+    assert not (out / "compare-gates-seed0-quick.json").exists()
+    for s in ("0.9", "0.99"):
+        dc = json.loads((out / f"compare-deep-compression-s{s}-seed0-quick.json").read_text())
+        chain = json.loads((out / f"compare-gates+evolution+pack-s{s}-seed0-quick.json").read_text())
+        assert dc["extra"]["sparsity"] == chain["extra"]["sparsity"] == float(s)
+        assert dc["extra"]["finetune_epochs"] == chain["extra"]["finetune_epochs"] == 3  # 1 gates + 2 x 1 evolution
+        assert dc["bytes"] == dc["extra"]["encoded_bytes"] and chain["bytes"] == chain["extra"]["encoded_bytes"]
+    sparse = json.loads((out / "compare-deep-compression-s0.99-seed0-quick.json").read_text())
+    dense_ish = json.loads((out / "compare-deep-compression-s0.9-seed0-quick.json").read_text())
+    assert sparse["bytes"] < dense_ish["bytes"]
