@@ -160,6 +160,54 @@ def _recorded_reason(recs: list[dict], batches: list[str]) -> str | None:
     return None
 
 
+# Issue 10: at equal test error, netrazor's bytes should be >= 2x smaller than the Deep-Compression pipeline's.
+SWEEP_VARIANT = re.compile(r"^compare-(?P<method>deep-compression|gates\+evolution\+pack)-s(?P<sparsity>[0-9.]+)$")
+
+
+def _sweep_curves(records: list[dict]) -> dict[str, dict[int, list[tuple[float, float, float]]]]:
+    """``{method: {seed: [(sparsity, test_error, bytes), ...]}}`` from ``compare --sparsities`` records."""
+    curves: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        m = SWEEP_VARIANT.match(rec.get("_variant", ""))
+        if m and isinstance(rec.get("test_error"), (int, float)) and isinstance(rec.get("bytes"), (int, float)):
+            curves[m["method"]][rec.get("seed", 0)].append((float(m["sparsity"]), rec["test_error"], rec["bytes"]))
+    return curves
+
+
+def bytes_at_error(curve: list[tuple[float, float, float]], error: float) -> tuple[float | None, str]:
+    """Bytes the curve ``[(sparsity, error, bytes)]`` needs at ``error``: log-linear interpolation between
+    the two neighbouring measured points (by error). Outside the measured errors: ``(None, why)``."""
+    pts = sorted((e, b) for _, e, b in curve)
+    if not pts or error < pts[0][0]:
+        return None, "lower than any measured point"
+    if error > pts[-1][0]:
+        return None, "higher than any measured point"
+    for (e0, b0), (e1, b1) in zip(pts, pts[1:]):
+        if e0 <= error <= e1:
+            t = 0.0 if e1 == e0 else (error - e0) / (e1 - e0)
+            return b0 ** (1 - t) * b1 ** t, "interpolated"
+    return pts[0][1], "measured"  # a single point at exactly this error
+
+
+def equal_error_bytes(records: list[dict]) -> list[str]:
+    """Per seed and chain point: the Deep-Compression bytes at the chain's test error, and the ratio."""
+    curves = _sweep_curves(records)
+    dc, chain = curves.get("deep-compression", {}), curves.get("gates+evolution+pack", {})
+    lines = []
+    for seed in sorted(set(dc) & set(chain)):
+        for sparsity, error, size in sorted(chain[seed]):
+            need, how = bytes_at_error(dc[seed], error)
+            if need is None:
+                best = min(dc[seed], key=lambda p: p[1])
+                what = (f"deep-compression never reached it (its lowest: {100 * best[1]:.2f} % at {best[2]:,.0f} B, "
+                        f"{best[2] / size:.2f}× ours)") if how.startswith("lower") else "above deep-compression's measured errors"
+            else:
+                what = f"deep-compression needs {need:,.0f} B there ({how}): **{need / size:.2f}×** ours"
+            lines.append(f"- seed {seed}, gates+evolution+pack at sparsity {sparsity:g}: {100 * error:.2f} % test error "
+                         f"at {size:,.0f} B; {what}.")
+    return lines
+
+
 def _mean(values: list):
     nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return statistics.fmean(nums) if nums else None
@@ -226,6 +274,11 @@ def render(results_dir: Path, out: Path, plots: bool = True) -> str:
             for row in table_rows(group):
                 lines.append("| " + " | ".join(row) + " |")
             lines.append("")
+        equal = equal_error_bytes(recs)
+        if equal:
+            lines += ["_Bytes at equal test error (`compare --sparsities`: each deep-compression curve interpolated "
+                      "at the chain's error, log-linear between measured points; same seed, same fine-tuning epochs):_",
+                      "", *equal, ""]
         checks = latency_checks(recs)
         if checks:
             lines += ["_Latency speed-up under 0.7× the MACs reduction:_", "", *checks, ""]

@@ -1,0 +1,31 @@
+"""benchmarks.render: Deep-Compression bytes at the chain's test error, from a sparsity sweep's records."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.render import bytes_at_error, equal_error_bytes
+
+
+def _rec(method: str, sparsity: float, error: float, size: int, seed: int = 0) -> dict:
+    return {"task": "t", "method": method, "seed": seed, "test_error": error, "bytes": size,
+            "_variant": f"compare-{method}-s{sparsity:g}"}
+
+
+def test_bytes_at_error_interpolates_log_linearly_between_neighbours():
+    curve = [(0.95, 0.010, 16000), (0.98, 0.012, 8000), (0.99, 0.016, 4000)]
+    need, how = bytes_at_error(curve, 0.011)
+    assert how == "interpolated" and math.isclose(need, math.sqrt(16000 * 8000))
+    assert bytes_at_error(curve, 0.016) == (4000, "interpolated")
+    assert bytes_at_error(curve, 0.009)[0] is None and bytes_at_error(curve, 0.02)[0] is None
+
+
+def test_equal_error_bytes_pairs_seeds_and_states_the_ratio():
+    records = [_rec("deep-compression", 0.95, 0.010, 16000), _rec("deep-compression", 0.98, 0.012, 8000),
+               _rec("gates+evolution+pack", 0.98, 0.011, 2000), _rec("gates+evolution+pack", 0.99, 0.009, 1500),
+               _rec("deep-compression", 0.95, 0.010, 16000, seed=1)]  # seed 1 has no chain: no line
+    lines = equal_error_bytes(records)
+    assert len(lines) == 2
+    ratio = math.sqrt(16000 * 8000) / 2000
+    assert f"**{ratio:.2f}×**" in lines[0] and "sparsity 0.98" in lines[0]
+    assert "never reached it" in lines[1] and "16,000 B" in lines[1]
