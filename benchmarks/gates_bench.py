@@ -60,7 +60,12 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--tag", default="", help="extra name part of the record, e.g. 'dataref' for a knob variant")
     ap.add_argument("--no-plain", action="store_true",
                     help="skip the plain training (robustness runs: the record then has no dense error or time)")
+    ap.add_argument("--distill", action="store_true",
+                    help="the rounded net's fine-tuning distils the plain-trained model (knobs distill_alpha, default "
+                         "0.5 here, and distill_temperature); needs the plain training, so not with --no-plain")
     args = ap.parse_args(argv)
+    if args.distill and args.no_plain:
+        ap.error("--distill uses the plain-trained model as the teacher: drop --no-plain")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     torch.manual_seed(args.seed)
@@ -90,6 +95,8 @@ def main(argv: list[str] | None = None) -> Path:
     knobs = dict(args.set)
     knobs.setdefault("inputs", args.model == "lenet300")
     knobs.setdefault("seed", args.seed)
+    if args.distill:
+        knobs.setdefault("distill_alpha", 0.5)
     method = GatesMethod(epochs=config.epochs, **knobs)
     # width x1 keeps the DESIGN.md name; other starting widths get their own file (robustness runs)
     name = "gates" + (f"-{args.tag}" if args.tag else "") + (f"-x{args.width_mult:g}" if args.width_mult != 1.0 else "")
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> Path:
     plots_dir = Path(args.results) / task / name
     adapter = Adapter(data=data, train_config=config, run_dir=plots_dir)
     t0 = time.perf_counter()
-    model, rec = method.run(model, adapter)
+    model, rec = method.run(model, adapter, teacher=dense if args.distill else None)
     train_seconds = time.perf_counter() - t0
 
     record = make_record(

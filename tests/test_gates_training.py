@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from netrazor.data import make_synthetic
+from netrazor.errors import ConfigError
 from netrazor.methods.base import Adapter
 from netrazor.methods.gates import BernoulliGate, GateObjective, GatesMethod, attach_gates
 from netrazor.train import TrainConfig, Trainer
@@ -186,3 +187,24 @@ def test_finetune_phase_rounds_theta_once_then_trains_the_deterministic_net(data
     assert calls == [8] and logits.shape == (8, 4)
     loss.backward()
     assert all(g.theta.grad is None for g in gs.gate_list())
+
+
+def test_distillation_replaces_the_finetune_loss_only_after_rounding(data):
+    """distill_alpha > 0: the rounded net's fine-tuning calls the distillation loss (teacher runs on
+    each fine-tune batch), the gating phase does not; without a teacher the knob is refused."""
+    torch.manual_seed(0)
+    teacher = _mlp()
+    teacher_batches = []
+    teacher.register_forward_hook(lambda m, i, o: teacher_batches.append(o.shape[0]))
+    adapter = Adapter(data=data, train_config=_config(4))
+    method = GatesMethod(kappa=2.0, theta_lr=0.05, prune_every=10, epochs=4, plots=False, finetune=0.5,
+                         distill_alpha=0.5)
+    with pytest.raises(ConfigError, match="teacher"):
+        method.run(_mlp(), adapter)
+    out, record = method.run(_mlp(), adapter, teacher=teacher)
+    steps = 4 * 30
+    # only the fine-tuning half distils: one teacher pass per fine-tune step of 32 examples
+    assert len(teacher_batches) == steps - steps // 2 and set(teacher_batches) == {32}
+    assert record["knobs"]["distill_alpha"] == 0.5 and record["params_after"] < record["params_before"]
+    with pytest.raises(ValueError, match="distill_alpha"):
+        GatesMethod(distill_alpha=1.5)

@@ -63,6 +63,9 @@ class GatesMethod:
     on the starting width; "dense": linear, κ per whole starting net; "data": κ per parameter /
     N_train, the ELBO's KL/N form),
     ``weight_decay`` (None keeps the recipe's; the weight prior already decays gated weights),
+    ``distill_alpha`` (0 = off): the fine-tuning of the rounded net distils ``run(..., teacher=)`` —
+    a trained dense model — with loss alpha·T²·KL + (1 − alpha)·CE at ``distill_temperature`` T
+    (Hinton et al. 2015; ``netrazor.train.losses``); the gating phase is unchanged,
     ``plots`` (write PNGs to the adapter's run_dir), ``seed``.
     """
 
@@ -97,6 +100,8 @@ class GatesMethod:
     cost_reference: str = "log"
     finetune: float = 0.5
     weight_decay: float | None = None
+    distill_alpha: float = 0.0
+    distill_temperature: float = 4.0
     plots: bool = True
     seed: int = 0
 
@@ -118,12 +123,16 @@ class GatesMethod:
             raise ValueError(f"unknown hyper_prior {self.hyper_prior!r}; choose one of {sorted(HYPER_PRIORS)}")
         if not 0.0 < self.threshold < 0.5:
             raise ValueError(f"threshold must be in (0, 0.5), got {self.threshold}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"distill_alpha must be in [0, 1] (0 = no distillation), got {self.distill_alpha}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         if not 0.0 < self.init_theta <= 1.0:
             raise ValueError(f"init_theta must be in (0, 1], got {self.init_theta}")
 
     # ------------------------------------------------------------------------------------------
     def objective(self, gs, total_steps: int | None, label_smoothing: float = 0.0,
-                  n_train: int | None = None) -> GateObjective:
+                  n_train: int | None = None, finetune_loss=None) -> GateObjective:
         return GateObjective(
             gs, kappa=self.kappa, layer_vs_unit=self.layer_vs_unit, flops_vs_params=self.flops_vs_params,
             estimator=self.estimator, layer_estimator=self.layer_estimator, weight_prior=self.weight_prior,
@@ -131,11 +140,24 @@ class GatesMethod:
             theta_lr=self.theta_lr, threshold=self.threshold, prune_every=self.prune_every,
             freeze_after=self.freeze_after, total_steps=total_steps, label_smoothing=label_smoothing,
             cost_warmup=self.cost_warmup, flip_per_step=self.flip_per_step, cost_reference=self.cost_reference,
-            n_train=n_train, finetune=self.finetune, seed=self.seed,
+            n_train=n_train, finetune=self.finetune, finetune_loss=finetune_loss, seed=self.seed,
         )
 
-    def run(self, model: nn.Module, adapter) -> tuple[nn.Module, dict]:
+    def run(self, model: nn.Module, adapter, teacher: nn.Module | None = None) -> tuple[nn.Module, dict]:
+        """Gate, prune and fine-tune ``model``; ``teacher`` (a trained model, used when ``distill_alpha`` > 0)
+        is distilled into the rounded net during fine-tuning."""
         from netrazor.measure import count_macs, count_params
+        from netrazor.train.losses import distillation_loss_fn
+
+        finetune_loss = None
+        if self.distill_alpha > 0:
+            if teacher is None:
+                raise ConfigError("distill_alpha > 0 needs a trained teacher: pass run(model, adapter, teacher=dense) "
+                                  "or set distill_alpha=0.")
+            if self.finetune <= 0:
+                raise ConfigError("distillation acts in the fine-tuning of the rounded net; with finetune=0 it would "
+                                  "never run: set finetune > 0 (e.g. 0.5) or distill_alpha=0.")
+            finetune_loss = distillation_loss_fn(teacher, temperature=self.distill_temperature, alpha=self.distill_alpha)
 
         torch.manual_seed(self.seed)
         config = adapter.train_config
@@ -152,7 +174,7 @@ class GatesMethod:
         gate_sets = {name: {"kind": s.kind, "width_dense": s.width_dense} for name, s in gs.structures.items()}
         steps_per_epoch = -(-len(adapter.data.train) // int(config.batch_size))
         obj = self.objective(gs, epochs * steps_per_epoch, float(getattr(config, "label_smoothing", 0.0)),
-                             n_train=len(adapter.data.train))
+                             n_train=len(adapter.data.train), finetune_loss=finetune_loss)
         overrides: dict[str, Any] = {}
         if self.weight_decay is not None:
             overrides["weight_decay"] = float(self.weight_decay)

@@ -49,8 +49,11 @@ class GateObjective:
                  threshold: float = 0.01, prune_every: int = 100, freeze_after: float = 0.5,
                  total_steps: int | None = None, label_smoothing: float = 0.0, snapshot_every: int | None = None,
                  cost_warmup: float = 0.05, flip_per_step: int | None = None, cost_reference: str = "dense",
-                 n_train: int | None = None, finetune: float = 0.0, seed: int = 0):
+                 n_train: int | None = None, finetune: float = 0.0, finetune_loss: Any = None, seed: int = 0):
         self.gs = gs
+        # loss_fn(model, x, y) -> (loss, logits) for the fine-tuning of the rounded net (None: cross-entropy),
+        # e.g. distillation from a trained dense teacher
+        self.finetune_loss = finetune_loss
         self.cost = CostModel(gs, kappa=kappa, flops_vs_params=flops_vs_params, layer_vs_unit=layer_vs_unit,
                               reference=cost_reference, n_train=n_train)
         self.unit_estimator = get_estimator(estimator)
@@ -108,6 +111,8 @@ class GateObjective:
 
     # --- loss_fn ----------------------------------------------------------------------------------
     def loss_fn(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if model.training and self.rounded and self.finetune_loss is not None:
+            return self.finetune_loss(model, x, y)
         if not model.training or self.rounded:  # eval, or fine-tuning the rounded net: one plain pass
             logits = model(x)
             return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
