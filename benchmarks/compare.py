@@ -65,6 +65,12 @@ def parse_args(argv=None):
                    help="bytes-vs-error sweep: comma list of global sparsities for deep-compression and "
                         "gates+evolution+pack (e.g. 0.97,0.98,0.99); records are named compare-<method>-s<S>-seed<N> "
                         "and deep-compression fine-tunes as many epochs as the whole chain does (default: the task's one sparsity)")
+    p.add_argument("--dc-budget", choices=("finetune", "recipe"), default="finetune",
+                   help="deep-compression's training budget: 'finetune' (--finetune-epochs, or the chain's epochs in a "
+                        "sweep) or 'recipe': as many epochs in all as the task's shipped recipe spends (gates + evolution "
+                        "+ QAT), i.e. dense training + the rest as --dc-steps prune-retrain rounds, and the recipe's "
+                        "bit-search tolerance; records compare-deep-compression-recipe-budget[-s<S>]-seed<N>")
+    p.add_argument("--dc-steps", type=int, default=4, help="prune-retrain rounds of deep-compression under --dc-budget recipe")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--results", default="benchmarks/results")
     return p.parse_args(argv)
@@ -79,6 +85,29 @@ def quantise_and_pack(model, adapter, tolerance: float, path) -> tuple[torch.nn.
                                tolerance=tolerance, method="kmeans")
     report = codec.pack(result.model, path, quantisation=result.to_dict())
     return codec.unpack(path), {"bits": result.bits, "encoded_bytes": report.encoded_bytes, "pack": report.summary_line()}
+
+
+def recipe_budget(task: str, dense_epochs: int) -> dict:
+    """The training the task's shipped recipe spends, for a Deep-Compression run given the same budget:
+    its epochs in all (gates + evolution fine-tunes + QAT; the recipes pin each), the share left for
+    prune-retrain after the dense model's ``dense_epochs``, and the recipe's bit-search tolerance."""
+    from netrazor.pipeline.recipe import load_recipe
+
+    recipe = load_recipe(task)
+    total, tolerance = 0, None
+    for stage in recipe.stages:
+        p = stage.params
+        if stage.kind in ("train", "gates"):
+            total += int(p.get("epochs") or default_config(recipe.model.name, recipe.data.name).epochs)
+        elif stage.kind == "evolution":
+            total += int(p["cycles"]) * int(p["finetune_epochs"])
+        elif stage.kind == "quantise":
+            total += int(p.get("qat_epochs", 0))
+            tolerance = p.get("tolerance")
+    if total <= dense_epochs:
+        raise ValueError(f"recipe {task} trains {total} epochs in all, no more than the dense model's {dense_epochs}")
+    return {"recipe": task, "recipe_epochs": total, "dense_epochs": dense_epochs,
+            "finetune_epochs": total - dense_epochs, "tolerance": tolerance}
 
 
 def _leaf_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[nn.Module, tuple]]:
@@ -291,6 +320,7 @@ def run_task(name: str, seed: int, args) -> None:
         record("magnitude", model, time.perf_counter() - started, sparsity=task["sparsity"])
     work = f"runs/compare/{name}-seed{seed}"
     sweep = args.sparsities is not None
+    budget = recipe_budget(name, dense_epochs) if args.dc_budget == "recipe" else None
     for sparsity in ([float(v) for v in args.sparsities.split(",")] if sweep else [task["sparsity"]]):
         suffix = f"-s{sparsity:g}" if sweep else ""
         cycles, evo_epochs = 2, max(1, epochs // 2)
@@ -299,14 +329,23 @@ def run_task(name: str, seed: int, args) -> None:
         # the two bytes-vs-error curves are compared at equal epochs, not only at equal sparsity.
         dc_epochs = chain_epochs if sweep else epochs
         if "deep-compression" in wanted:
-            from netrazor.methods.baselines import global_magnitude_prune
+            from netrazor.methods.baselines import global_magnitude_prune, iterative_magnitude_prune
 
             started = time.perf_counter()
-            model, _ = global_magnitude_prune(copy.deepcopy(dense), sparsity, adapter=adapter, finetune_epochs=dc_epochs)
-            packed, info = quantise_and_pack(model, adapter, args.tolerance, f"{work}/deep-compression{suffix}.nrz")
-            rec = record("deep-compression", packed, time.perf_counter() - started, variant=suffix,
-                         sparsity=sparsity, **info, **({"finetune_epochs": dc_epochs} if sweep else {}))
-            _artifact_bytes(rec, info, args, seed, suffix)
+            if budget:
+                variant = "-recipe-budget" + suffix
+                model, _ = iterative_magnitude_prune(copy.deepcopy(dense), sparsity, args.dc_steps, adapter=adapter,
+                                                     finetune_epochs=budget["finetune_epochs"])
+                dc_extra = {**budget, "steps": args.dc_steps, "matched_to": "recipe"}
+            else:
+                variant = suffix
+                model, _ = global_magnitude_prune(copy.deepcopy(dense), sparsity, adapter=adapter, finetune_epochs=dc_epochs)
+                dc_extra = {"finetune_epochs": dc_epochs} if sweep else {}
+            tolerance = budget["tolerance"] if budget and budget["tolerance"] is not None else args.tolerance
+            packed, info = quantise_and_pack(model, adapter, tolerance, f"{work}/deep-compression{variant}.nrz")
+            rec = record("deep-compression", packed, time.perf_counter() - started, variant=variant,
+                         sparsity=sparsity, **info, **dc_extra)
+            _artifact_bytes(rec, info, args, seed, variant)
         if "gates+evolution+pack" in wanted and gates_model is not None:
             from netrazor.methods.evolution import EvolutionMethod
 

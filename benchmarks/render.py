@@ -161,50 +161,71 @@ def _recorded_reason(recs: list[dict], batches: list[str]) -> str | None:
 
 
 # Issue 10: at equal test error, netrazor's bytes should be >= 2x smaller than the Deep-Compression pipeline's.
-SWEEP_VARIANT = re.compile(r"^compare-(?P<method>deep-compression|gates\+evolution\+pack)-s(?P<sparsity>[0-9.]+)$")
+# (netrazor configuration, the Deep-Compression curve given the same training, what "the same" means)
+EQUAL_ERROR_PAIRS = (
+    ("compare-gates+evolution+pack", "compare-deep-compression", "same fine-tuning epochs as the chain (`compare --sparsities`)"),
+    ("gates+evolution+quantise+pack", "compare-deep-compression-recipe-budget",
+     "as many epochs in all as the shipped recipe (`compare --dc-budget recipe --sparsities`)"),
+)
+SWEEP_SUFFIX = re.compile(r"-s(?P<sparsity>[0-9.]+)$")
 
 
-def _sweep_curves(records: list[dict]) -> dict[str, dict[int, list[tuple[float, float, float]]]]:
-    """``{method: {seed: [(sparsity, test_error, bytes), ...]}}`` from ``compare --sparsities`` records."""
-    curves: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+def _points(records: list[dict], family: str) -> dict[int, list[tuple[float | None, float, float]]]:
+    """``{seed: [(sparsity or None, test_error, bytes)]}`` of the records of ``family`` (a variant name, or
+    the variant of a sparsity sweep without its ``-s<S>``)."""
+    out: dict[int, list] = defaultdict(list)
     for rec in records:
-        m = SWEEP_VARIANT.match(rec.get("_variant", ""))
-        if m and isinstance(rec.get("test_error"), (int, float)) and isinstance(rec.get("bytes"), (int, float)):
-            curves[m["method"]][rec.get("seed", 0)].append((float(m["sparsity"]), rec["test_error"], rec["bytes"]))
-    return curves
+        variant = rec.get("_variant", "")
+        m = SWEEP_SUFFIX.search(variant)
+        base, sparsity = (variant[: m.start()], float(m["sparsity"])) if m else (variant, None)
+        if base == family and isinstance(rec.get("test_error"), (int, float)) and isinstance(rec.get("bytes"), (int, float)):
+            out[rec.get("seed", 0)].append((sparsity, rec["test_error"], rec["bytes"]))
+    return out
 
 
-def bytes_at_error(curve: list[tuple[float, float, float]], error: float) -> tuple[float | None, str]:
-    """Bytes the curve ``[(sparsity, error, bytes)]`` needs at ``error``: log-linear interpolation between
-    the two neighbouring measured points (by error). Outside the measured errors: ``(None, why)``."""
-    pts = sorted((e, b) for _, e, b in curve)
-    if not pts or error < pts[0][0]:
+def bytes_at_error(curve: list[tuple], error: float) -> tuple[float | None, str]:
+    """Bytes the curve ``[(sparsity, error, bytes)]`` needs at ``error``: its Pareto frontier (a point
+    stays only if it is smaller than every point with a lower error) interpolated log-linearly between
+    the two neighbouring points. Outside the measured errors: ``(None, why)``."""
+    frontier: list[tuple[float, float]] = []
+    for e, b in sorted((e, b) for _, e, b in curve):
+        if not frontier or b < frontier[-1][1]:
+            frontier.append((e, b))
+    if not frontier or error < frontier[0][0]:
         return None, "lower than any measured point"
-    if error > pts[-1][0]:
-        return None, "higher than any measured point"
-    for (e0, b0), (e1, b1) in zip(pts, pts[1:]):
+    if error >= frontier[-1][0]:
+        return (frontier[-1][1], "measured") if error == frontier[-1][0] else (None, "higher than any measured point")
+    for (e0, b0), (e1, b1) in zip(frontier, frontier[1:]):
         if e0 <= error <= e1:
-            t = 0.0 if e1 == e0 else (error - e0) / (e1 - e0)
+            t = (error - e0) / (e1 - e0)
             return b0 ** (1 - t) * b1 ** t, "interpolated"
-    return pts[0][1], "measured"  # a single point at exactly this error
+    return None, "not bracketed"  # unreachable: the frontier's errors increase
 
 
 def equal_error_bytes(records: list[dict]) -> list[str]:
-    """Per seed and chain point: the Deep-Compression bytes at the chain's test error, and the ratio."""
-    curves = _sweep_curves(records)
-    dc, chain = curves.get("deep-compression", {}), curves.get("gates+evolution+pack", {})
+    """Per netrazor point and seed: the Deep-Compression bytes (same seed, same training) at its test error."""
     lines = []
-    for seed in sorted(set(dc) & set(chain)):
-        for sparsity, error, size in sorted(chain[seed]):
-            need, how = bytes_at_error(dc[seed], error)
-            if need is None:
-                best = min(dc[seed], key=lambda p: p[1])
-                what = (f"deep-compression never reached it (its lowest: {100 * best[1]:.2f} % at {best[2]:,.0f} B, "
-                        f"{best[2] / size:.2f}× ours)") if how.startswith("lower") else "above deep-compression's measured errors"
-            else:
-                what = f"deep-compression needs {need:,.0f} B there ({how}): **{need / size:.2f}×** ours"
-            lines.append(f"- seed {seed}, gates+evolution+pack at sparsity {sparsity:g}: {100 * error:.2f} % test error "
-                         f"at {size:,.0f} B; {what}.")
+    for ours_family, dc_family, how_matched in EQUAL_ERROR_PAIRS:
+        ours, dc = _points(records, ours_family), _points(records, dc_family)
+        seeds = sorted(set(ours) & set(dc))
+        if not seeds:
+            continue
+        lines.append(f"`{ours_family}` vs `{dc_family}` — {how_matched}:")
+        lines.append("")
+        for seed in seeds:
+            for sparsity, error, size in sorted(ours[seed], key=lambda p: (p[0] is None, p[0] or 0)):
+                at = f" at sparsity {sparsity:g}" if sparsity is not None else ""
+                need, how = bytes_at_error(dc[seed], error)
+                if need is not None:
+                    what = f"deep-compression needs {need:,.0f} B there ({how}): **{need / size:.2f}×** ours"
+                elif how.startswith("lower"):
+                    best = min(dc[seed], key=lambda p: p[1])
+                    what = (f"deep-compression never reached it (its lowest: {100 * best[1]:.2f} % at {best[2]:,.0f} B, "
+                            f"{best[2] / size:.2f}× ours)")
+                else:
+                    what = "above deep-compression's measured errors"
+                lines.append(f"- seed {seed}{at}: {100 * error:.2f} % test error at {size:,.0f} B; {what}.")
+        lines.append("")
     return lines
 
 
@@ -276,9 +297,8 @@ def render(results_dir: Path, out: Path, plots: bool = True) -> str:
             lines.append("")
         equal = equal_error_bytes(recs)
         if equal:
-            lines += ["_Bytes at equal test error (`compare --sparsities`: each deep-compression curve interpolated "
-                      "at the chain's error, log-linear between measured points; same seed, same fine-tuning epochs):_",
-                      "", *equal, ""]
+            lines += ["_Bytes at equal test error (each deep-compression curve of the same seed, its Pareto frontier "
+                      "interpolated log-linearly at netrazor's error):_", "", *equal]
         checks = latency_checks(recs)
         if checks:
             lines += ["_Latency speed-up under 0.7× the MACs reduction:_", "", *checks, ""]

@@ -89,3 +89,24 @@ def test_sparsity_sweep_names_records_and_matches_epochs(tmp_path, monkeypatch):
     sparse = json.loads((out / "compare-deep-compression-s0.99-seed0-quick.json").read_text())
     dense_ish = json.loads((out / "compare-deep-compression-s0.9-seed0-quick.json").read_text())
     assert sparse["bytes"] < dense_ish["bytes"]
+
+
+def test_recipe_budget_gives_deep_compression_the_recipes_epochs(tmp_path, monkeypatch):
+    """--dc-budget recipe: dense epochs + prune-retrain epochs = the shipped recipe's epochs in all."""
+    data = make_synthetic(n_train=64, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
+    monkeypatch.setattr(compare, "load_data", lambda name: data)
+
+    def tiny_dense(model_name, data, config, *, tag, width_mult=1.0):
+        torch.manual_seed(0)
+        return build_model(model_name, num_classes=10, in_channels=1, input_size=28, width_mult=0.3).eval(), 0.0
+
+    monkeypatch.setattr(compare, "dense_model", tiny_dense)
+    monkeypatch.chdir(tmp_path)
+    budget = compare.recipe_budget("mnist-lenet5", 1)
+    assert budget["recipe_epochs"] == 20 + 4 * 3 and budget["finetune_epochs"] == budget["recipe_epochs"] - 1
+    args = compare.parse_args(["--quick", "--methods", "deep-compression", "--dc-budget", "recipe", "--dc-steps", "2",
+                               "--sparsities", "0.9", "--results", str(tmp_path / "results")])
+    compare.run_task("mnist-lenet5", 0, args)
+    rec = json.loads((tmp_path / "results" / "mnist-lenet5" / "compare-deep-compression-recipe-budget-s0.9-seed0-quick.json").read_text())
+    assert rec["extra"]["finetune_epochs"] == budget["finetune_epochs"] and rec["extra"]["steps"] == 2
+    assert rec["extra"]["matched_to"] == "recipe" and rec["extra"]["tolerance"] == 0.001

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn.utils.prune as tprune
+from torch import nn
 
 from netrazor.errors import ConfigError
 from netrazor.methods.baselines import MagnitudePruning, global_magnitude_masks, global_magnitude_prune
@@ -93,3 +94,26 @@ def test_bad_knobs_raise_config_and_value_error(bad):
         EvolutionMethod(**bad)
     with pytest.raises(ValueError):
         EvolutionMethod(**bad)
+
+
+def test_iterative_magnitude_prune_nests_masks_and_splits_the_epochs():
+    from netrazor.methods.baselines import iterative_magnitude_prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    calls = []
+
+    class CountingAdapter:  # records each round's epochs and the zeros it trained with
+        def train(self, m, epochs, callbacks=(), loss_fn=None, **kw):
+            calls.append((epochs, int((m[1].weight == 0).sum())))
+            return []
+
+    out, masks = iterative_magnitude_prune(model, 0.9, 3, adapter=CountingAdapter(), finetune_epochs=7)
+    assert [e for e, _ in calls] == [3, 2, 2]
+    zeros = [z for _, z in calls]
+    assert zeros == sorted(zeros) and zeros[0] < zeros[-1]  # each round prunes more, never less
+    total = sum(m.weight.numel() for m in (out[1], out[3]))
+    kept = sum(int(m.weight.count_nonzero()) for m in (out[1], out[3]))
+    assert kept == round(0.1 * total)
+    with pytest.raises(ConfigError):
+        iterative_magnitude_prune(model, 0.9, 3, adapter=CountingAdapter(), finetune_epochs=2)

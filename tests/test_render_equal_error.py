@@ -16,7 +16,9 @@ def test_bytes_at_error_interpolates_log_linearly_between_neighbours():
     curve = [(0.95, 0.010, 16000), (0.98, 0.012, 8000), (0.99, 0.016, 4000)]
     need, how = bytes_at_error(curve, 0.011)
     assert how == "interpolated" and math.isclose(need, math.sqrt(16000 * 8000))
-    assert bytes_at_error(curve, 0.016) == (4000, "interpolated")
+    assert bytes_at_error(curve, 0.016) == (4000, "measured")
+    # a dominated point (more error AND more bytes than another) is not on the frontier
+    assert bytes_at_error(curve + [(0.9, 0.013, 20000)], 0.011) == (need, how)
     assert bytes_at_error(curve, 0.009)[0] is None and bytes_at_error(curve, 0.02)[0] is None
 
 
@@ -25,7 +27,18 @@ def test_equal_error_bytes_pairs_seeds_and_states_the_ratio():
                _rec("gates+evolution+pack", 0.98, 0.011, 2000), _rec("gates+evolution+pack", 0.99, 0.009, 1500),
                _rec("deep-compression", 0.95, 0.010, 16000, seed=1)]  # seed 1 has no chain: no line
     lines = equal_error_bytes(records)
+    lines = [line for line in lines if line.startswith("- ")]
     assert len(lines) == 2
     ratio = math.sqrt(16000 * 8000) / 2000
     assert f"**{ratio:.2f}×**" in lines[0] and "sparsity 0.98" in lines[0]
     assert "never reached it" in lines[1] and "16,000 B" in lines[1]
+
+
+def test_recipe_records_pair_with_the_recipe_budget_curve():
+    records = [{"task": "t", "method": "gates+evolution+quantise+pack", "seed": 0, "test_error": 0.011, "bytes": 4000,
+                "_variant": "gates+evolution+quantise+pack"},
+               _rec("deep-compression-recipe-budget", 0.97, 0.010, 16000), _rec("deep-compression-recipe-budget", 0.98, 0.012, 8000)]
+    lines = equal_error_bytes(records)
+    assert any("recipe" in line for line in lines)
+    (point,) = [line for line in lines if line.startswith("- ")]
+    assert f"**{math.sqrt(16000 * 8000) / 4000:.2f}×**" in point

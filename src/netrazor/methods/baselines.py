@@ -58,6 +58,28 @@ def global_magnitude_prune(model: nn.Module, sparsity: float, layers: Sequence[s
     return model, masks
 
 
+def iterative_magnitude_prune(model: nn.Module, sparsity: float, steps: int, *, adapter: Any,
+                              finetune_epochs: int, layers: Sequence[str] | None = None,
+                              lr: float | None = None) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """Deep Compression's prune-retrain loop (Han et al. 2015): ``steps`` rounds of global magnitude
+    pruning, each followed by fine-tuning, with the density falling geometrically to ``1 - sparsity``
+    (step k keeps ``(1 - sparsity) ** (k / steps)``) and the ``finetune_epochs`` split as evenly as
+    possible over the rounds (earlier rounds get the remainder). The masks nest: a weight pruned in one
+    round stays zero. ``steps=1`` is one-shot pruning then fine-tuning."""
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}; 1 prunes in one shot.")
+    if finetune_epochs < steps:
+        raise ConfigError(f"{finetune_epochs} fine-tuning epochs cannot follow each of {steps} pruning rounds; "
+                          f"give finetune_epochs >= steps or fewer steps.")
+    base, extra = divmod(int(finetune_epochs), int(steps))
+    masks: dict[str, torch.Tensor] = {}
+    for k in range(1, steps + 1):
+        step_sparsity = 1.0 - (1.0 - sparsity) ** (k / steps)
+        model, masks = global_magnitude_prune(model, step_sparsity, layers, adapter=adapter,
+                                              finetune_epochs=base + (1 if k <= extra else 0), lr=lr)
+    return model, masks
+
+
 @dataclass
 class MagnitudePruning:
     """Method-object form of the baseline: ``run(model, adapter) -> (pruned copy, record)``."""
