@@ -162,23 +162,27 @@ def _recorded_reason(recs: list[dict], batches: list[str]) -> str | None:
 
 # Issue 10: at equal test error, netrazor's bytes should be >= 2x smaller than the Deep-Compression pipeline's.
 # (netrazor configuration, the Deep-Compression curve given the same training, what "the same" means)
+# (a family ending in "-s*" takes only its sparsity-sweep records: the sweep's deep-compression trains as
+# many epochs as the chain, the default harness run's does not)
 EQUAL_ERROR_PAIRS = (
-    ("compare-gates+evolution+pack", "compare-deep-compression", "same fine-tuning epochs as the chain (`compare --sparsities`)"),
-    ("gates+evolution+quantise+pack", "compare-deep-compression-recipe-budget",
+    ("compare-gates+evolution+pack-s*", "compare-deep-compression-s*", "same fine-tuning epochs as the chain (`compare --sparsities`)"),
+    ("gates+evolution+quantise+pack", "compare-deep-compression-recipe-budget-s*",
      "as many epochs in all as the shipped recipe (`compare --dc-budget recipe --sparsities`)"),
 )
 SWEEP_SUFFIX = re.compile(r"-s(?P<sparsity>[0-9.]+)$")
 
 
 def _points(records: list[dict], family: str) -> dict[int, list[tuple[float | None, float, float]]]:
-    """``{seed: [(sparsity or None, test_error, bytes)]}`` of the records of ``family`` (a variant name, or
-    the variant of a sparsity sweep without its ``-s<S>``)."""
+    """``{seed: [(sparsity or None, test_error, bytes)]}`` of the records of ``family``: a variant name, or
+    ``<name>-s*`` for the records of a sparsity sweep of ``<name>``."""
+    sweep = family.endswith("-s*")
+    family = family.removesuffix("-s*")
     out: dict[int, list] = defaultdict(list)
     for rec in records:
         variant = rec.get("_variant", "")
         m = SWEEP_SUFFIX.search(variant)
         base, sparsity = (variant[: m.start()], float(m["sparsity"])) if m else (variant, None)
-        if base == family and isinstance(rec.get("test_error"), (int, float)) and isinstance(rec.get("bytes"), (int, float)):
+        if base == family and (m is not None) == sweep and isinstance(rec.get("test_error"), (int, float)) and isinstance(rec.get("bytes"), (int, float)):
             out[rec.get("seed", 0)].append((sparsity, rec["test_error"], rec["bytes"]))
     return out
 
@@ -210,7 +214,7 @@ def equal_error_bytes(records: list[dict]) -> list[str]:
         seeds = sorted(set(ours) & set(dc))
         if not seeds:
             continue
-        lines.append(f"`{ours_family}` vs `{dc_family}` — {how_matched}:")
+        lines.append(f"`{ours_family.removesuffix('-s*')}` vs `{dc_family.removesuffix('-s*')}` — {how_matched}:")
         lines.append("")
         for seed in seeds:
             for sparsity, error, size in sorted(ours[seed], key=lambda p: (p[0] is None, p[0] or 0)):
