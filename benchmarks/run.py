@@ -15,6 +15,11 @@ import subprocess
 import sys
 import time
 
+# sparsity grids of the bytes-at-equal-error sweeps (docs/compare.md)
+SWEEP_GRIDS = {"mnist-lenet300": "0.95,0.97,0.98,0.99", "mnist-lenet5": "0.97,0.98,0.99,0.995"}
+SWEEP_LOW = {"mnist-lenet300": "0.9", "mnist-lenet5": "0.95"}
+RECIPE_BUDGET_GRIDS = {"mnist-lenet300": "0.9,0.95,0.97,0.98", "mnist-lenet5": "0.97,0.98,0.99,0.995"}
+
 # (name, module, args) — the full suite. Reduced schedules are documented in each module.
 FULL = [
     ("codec", "codec_bench", []),
@@ -27,12 +32,21 @@ FULL = [
     ("evolution-lenet5", "evolution_bench", ["--model", "lenet5", "--data", "mnist"]),
     ("evolution-lenet5-fmnist", "evolution_bench", ["--model", "lenet5", "--data", "fashion-mnist"]),
     *[(f"{m}-fmnist-vgg11", "nepenthe_bench", ["--task", "fmnist-vgg11", "--method", m]) for m in ("nepenthe", "easier", "layer-folding")],
-    *[(f"{m}-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", m]) for m in ("nepenthe", "easier", "layer-folding")],
+    # --tag=-e20: the 20-epoch schedule's records (easier-seed0.json is session 2's 60-epoch run)
+    *[(f"{m}-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", m, "--tag=-e20"]) for m in ("nepenthe", "easier", "layer-folding")],
     ("ebcle-mnist", "ebcle_bench", ["--data", "mnist"]),
     ("ebcle-fashion-mnist", "ebcle_bench", ["--data", "fashion-mnist"]),
     ("ebcle-cifar10", "ebcle_bench", ["--data", "cifar10"]),
     ("compare", "compare", []),
     *[(f"compress-{r}-s{s}", "compress_bench", ["--recipe", r, "--seed", str(s)]) for r in ("mnist-lenet5", "mnist-lenet300") for s in (0, 1, 2)],
+    # bytes at equal test error (issue 10): the chain and Deep Compression at equal epochs over a sparsity grid
+    # (plus one lower-sparsity Deep-Compression point), and Deep Compression given the shipped recipe's budget
+    *[(f"compare-sweep-{t}", "compare", ["--tasks", t, "--seeds", "0,1,2", "--methods", "deep-compression,gates+evolution+pack",
+                                         "--sparsities", grid]) for t, grid in SWEEP_GRIDS.items()],
+    *[(f"compare-sweep-low-{t}", "compare", ["--tasks", t, "--seeds", "0,1,2", "--methods", "deep-compression",
+                                             "--sparsities", low]) for t, low in SWEEP_LOW.items()],
+    *[(f"compare-recipe-budget-{t}", "compare", ["--tasks", t, "--seeds", "0,1,2", "--methods", "deep-compression",
+                                                 "--dc-budget", "recipe", "--sparsities", grid]) for t, grid in RECIPE_BUDGET_GRIDS.items()],
 ]
 
 # Smoke runs write to their own folder so they can never overwrite a real record.
