@@ -19,6 +19,12 @@ Records go to ``benchmarks/results/<task>/compare-<method>-seed<seed>.json``; ``
 builds the tables and Pareto plots. ``--quick`` uses a training subset and one epoch per step: a
 smoke check that every contender runs, not a result.
 
+Bytes at equal test error (docs/compare.md): ``--sparsities S1,S2,..`` runs deep-compression and
+gates+evolution+pack at each global sparsity (deep-compression then fine-tunes as many epochs as the whole
+chain); ``--dc-budget recipe`` gives deep-compression the shipped recipe's epochs in all as prune-retrain
+rounds, to set against the recipe's own records (``compress_bench``). The renderer interpolates each
+deep-compression curve at netrazor's error.
+
 Reduced schedules (documented, CPU): LeNets use the default recipes; VGG-11 runs at width 0.25 on
 Fashion-MNIST; ResNet-20 on CIFAR-10 uses ``--dense-epochs`` (default 30) of the default recipe.
 """
