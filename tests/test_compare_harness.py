@@ -32,16 +32,21 @@ class NarrowGates:
         return build_model("lenet5", num_classes=10, in_channels=1, input_size=28, width_mult=0.3), {}
 
 
-def test_run_task_records_equal_macs_and_latency_reasons(tmp_path, monkeypatch):
-    data = make_synthetic(n_train=128, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
+def _stand_ins(monkeypatch, *, n_train: int = 128, dense_width: float = 1.0):
+    """Synthetic data, an untrained LeNet-5 as the cached dense model and NarrowGates for gates."""
+    data = make_synthetic(n_train=n_train, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
     monkeypatch.setattr(compare, "load_data", lambda name: data)
 
     def tiny_dense(model_name, data, config, *, tag, width_mult=1.0):
         torch.manual_seed(0)
-        return build_model(model_name, num_classes=10, in_channels=1, input_size=28).eval(), 0.0
+        return build_model(model_name, num_classes=10, in_channels=1, input_size=28, width_mult=dense_width).eval(), 0.0
 
     monkeypatch.setattr(compare, "dense_model", tiny_dense)
     monkeypatch.setattr(gates_module, "GatesMethod", NarrowGates)
+
+
+def test_run_task_records_equal_macs_and_latency_reasons(tmp_path, monkeypatch):
+    _stand_ins(monkeypatch)
     args = compare.parse_args(["--quick", "--methods", "gates,torch-pruning-magnitude", "--results", str(tmp_path)])
     compare.run_task("mnist-lenet5", 0, args)
 
@@ -64,15 +69,7 @@ def test_run_task_records_equal_macs_and_latency_reasons(tmp_path, monkeypatch):
 def test_sparsity_sweep_names_records_and_matches_epochs(tmp_path, monkeypatch):
     """--sparsities: one deep-compression and one chain record per sparsity, named by it; deep-compression
     fine-tunes as many epochs as the whole chain; the gates record is not rewritten when not asked for."""
-    data = make_synthetic(n_train=128, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
-    monkeypatch.setattr(compare, "load_data", lambda name: data)
-
-    def tiny_dense(model_name, data, config, *, tag, width_mult=1.0):
-        torch.manual_seed(0)
-        return build_model(model_name, num_classes=10, in_channels=1, input_size=28).eval(), 0.0
-
-    monkeypatch.setattr(compare, "dense_model", tiny_dense)
-    monkeypatch.setattr(gates_module, "GatesMethod", NarrowGates)
+    _stand_ins(monkeypatch)
     monkeypatch.chdir(tmp_path)  # the .nrz files go under runs/compare/
     args = compare.parse_args(["--quick", "--methods", "deep-compression,gates+evolution+pack",
                                "--sparsities", "0.9,0.99", "--results", str(tmp_path / "results")])
@@ -93,14 +90,7 @@ def test_sparsity_sweep_names_records_and_matches_epochs(tmp_path, monkeypatch):
 
 def test_recipe_budget_gives_deep_compression_the_recipes_epochs(tmp_path, monkeypatch):
     """--dc-budget recipe: dense epochs + prune-retrain epochs = the shipped recipe's epochs in all."""
-    data = make_synthetic(n_train=64, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
-    monkeypatch.setattr(compare, "load_data", lambda name: data)
-
-    def tiny_dense(model_name, data, config, *, tag, width_mult=1.0):
-        torch.manual_seed(0)
-        return build_model(model_name, num_classes=10, in_channels=1, input_size=28, width_mult=0.3).eval(), 0.0
-
-    monkeypatch.setattr(compare, "dense_model", tiny_dense)
+    _stand_ins(monkeypatch, n_train=64, dense_width=0.3)
     monkeypatch.chdir(tmp_path)
     budget = compare.recipe_budget("mnist-lenet5", 1)
     assert budget["recipe_epochs"] == 20 + 4 * 3 and budget["finetune_epochs"] == budget["recipe_epochs"] - 1
