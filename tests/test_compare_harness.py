@@ -32,8 +32,9 @@ class NarrowGates:
         return build_model("lenet5", num_classes=10, in_channels=1, input_size=28, width_mult=0.3), {}
 
 
-def _stand_ins(monkeypatch, *, n_train: int = 128, dense_width: float = 1.0):
-    """Synthetic data, an untrained LeNet-5 as the cached dense model and NarrowGates for gates."""
+def _stand_ins(monkeypatch, *, n_train: int = 128, dense_width: float = 1.0, gates: bool = True):
+    """Synthetic data, an untrained LeNet-5 as the cached dense model and (``gates``) NarrowGates for gates
+    (not where a recipe is read: its validator checks the stages' knobs against GatesMethod's fields)."""
     data = make_synthetic(n_train=n_train, n_val=32, n_test=32, num_classes=10, shape=(1, 28, 28), seed=0)
     monkeypatch.setattr(compare, "load_data", lambda name: data)
 
@@ -42,7 +43,8 @@ def _stand_ins(monkeypatch, *, n_train: int = 128, dense_width: float = 1.0):
         return build_model(model_name, num_classes=10, in_channels=1, input_size=28, width_mult=dense_width).eval(), 0.0
 
     monkeypatch.setattr(compare, "dense_model", tiny_dense)
-    monkeypatch.setattr(gates_module, "GatesMethod", NarrowGates)
+    if gates:
+        monkeypatch.setattr(gates_module, "GatesMethod", NarrowGates)
 
 
 def test_run_task_records_equal_macs_and_latency_reasons(tmp_path, monkeypatch):
@@ -90,7 +92,7 @@ def test_sparsity_sweep_names_records_and_matches_epochs(tmp_path, monkeypatch):
 
 def test_recipe_budget_gives_deep_compression_the_recipes_epochs(tmp_path, monkeypatch):
     """--dc-budget recipe: dense epochs + prune-retrain epochs = the shipped recipe's epochs in all."""
-    _stand_ins(monkeypatch, n_train=64, dense_width=0.3)
+    _stand_ins(monkeypatch, n_train=64, dense_width=0.3, gates=False)
     monkeypatch.chdir(tmp_path)
     budget = compare.recipe_budget("mnist-lenet5", 1)
     assert budget["recipe_epochs"] == 20 + 4 * 3 and budget["finetune_epochs"] == budget["recipe_epochs"] - 1
