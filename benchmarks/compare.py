@@ -44,7 +44,7 @@ from benchmarks.common import dense_model, measured_fields, subset
 from benchmarks.contenders import torch_prune_global_magnitude, torch_pruning_run
 from benchmarks.render import LATENCY_EFFICIENCY_FLOOR
 from netrazor.data import load_data
-from netrazor.measure import macs_by_module
+from netrazor.measure import count_macs, count_params, macs_by_module
 from netrazor.methods.base import Adapter
 from netrazor.pipeline.records import make_record, write_record
 from netrazor.train import default_config
@@ -310,8 +310,9 @@ def run_task(name: str, seed: int, args) -> None:
         gates_seconds = time.perf_counter() - started
         if "gates" in wanted:
             gates_rec = record("gates", gates_model, gates_seconds)
-        else:  # the chain still needs gates' size and time; its record is not rewritten
-            gates_rec = {**measured_fields(gates_model, data), "compress_seconds": gates_seconds}
+        else:  # the chain (and Torch-Pruning) need only gates' size and time; its record is not rewritten
+            gates_rec = {"params": count_params(gates_model), "macs": count_macs(gates_model, data.input_shape),
+                         "compress_seconds": gates_seconds}
         target_macs = gates_rec["macs"]
         for importance in ("magnitude", "taylor"):
             method = f"torch-pruning-{importance}"
@@ -327,13 +328,13 @@ def run_task(name: str, seed: int, args) -> None:
     work = f"runs/compare/{name}-seed{seed}"
     sweep = args.sparsities is not None
     budget = recipe_budget(name, dense_epochs) if args.dc_budget == "recipe" else None
+    cycles, evo_epochs = 2, max(1, epochs // 2)
+    chain_epochs = epochs + cycles * evo_epochs
+    # In a sweep deep-compression gets the chain's whole fine-tuning budget (gates + evolution), so
+    # the two bytes-vs-error curves are compared at equal epochs, not only at equal sparsity.
+    dc_epochs = chain_epochs if sweep else epochs
     for sparsity in ([float(v) for v in args.sparsities.split(",")] if sweep else [task["sparsity"]]):
         suffix = f"-s{sparsity:g}" if sweep else ""
-        cycles, evo_epochs = 2, max(1, epochs // 2)
-        chain_epochs = epochs + cycles * evo_epochs
-        # In a sweep deep-compression gets the chain's whole fine-tuning budget (gates + evolution), so
-        # the two bytes-vs-error curves are compared at equal epochs, not only at equal sparsity.
-        dc_epochs = chain_epochs if sweep else epochs
         if "deep-compression" in wanted:
             from netrazor.methods.baselines import global_magnitude_prune, iterative_magnitude_prune
 
