@@ -16,6 +16,8 @@ overwrite the defaults' (session 4's width-invariant LeNet-300-100 setting, docs
 
     ... --model lenet300 --epochs 60 --tag data-k0.1-e60 --set cost_reference=data --set kappa=0.1 --seed S [--width-mult 2]
 
+``--augment shift`` trains both runs on randomly translated digits (up to 2 px; session 6).
+
 Targets (issue 5): LeNet-5-Caffe <= 1.0 % test error with >= 97 % of the parameters removed;
 LeNet-300-100 <= 1.8 % with >= 90 % removed.
 """
@@ -39,6 +41,7 @@ from netrazor.methods.gates.method import widths_of
 from netrazor.models import build_model
 from netrazor.pipeline.records import make_record, write_record
 from netrazor.train import Trainer, default_config
+from netrazor.train.config import AUGMENTS
 
 
 def _knob(text: str) -> tuple[str, object]:
@@ -58,6 +61,9 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--set", action="append", default=[], type=_knob, help="GatesMethod knob KEY=VALUE")
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--tag", default="", help="extra name part of the record, e.g. 'dataref' for a knob variant")
+    ap.add_argument("--augment", choices=list(AUGMENTS), default=None,
+                    help="training augmentation of both runs (default: the data set's, 'none' for MNIST); "
+                         "'shift' translates by up to 2 px")
     ap.add_argument("--no-plain", action="store_true",
                     help="skip the plain training (robustness runs: the record then has no dense error or time)")
     ap.add_argument("--distill", action="store_true",
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> Path:
     torch.manual_seed(args.seed)
     data = load_data(args.data, seed=0)
     config = default_config(args.model, args.data)
-    config = dataclasses.replace(config, seed=args.seed, epochs=args.epochs or config.epochs)
+    config = dataclasses.replace(config, seed=args.seed, epochs=args.epochs or config.epochs,
+                                 augment=args.augment or config.augment)
     build = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size,
                  width_mult=args.width_mult)
     task = f"{args.data}-{args.model}"
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> Path:
             "removals": len(rec["removals"]),
             "knobs": rec["knobs"],
             "width_mult": args.width_mult,
+            "augment": config.augment or data.augment,
             "epochs": config.epochs,
             "plots": rec.get("plots", []),
             "run_started_at": started,

@@ -7,6 +7,7 @@ Usage: ``python -m benchmarks.render [--results DIR] [--out FILE]``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import re
 import statistics
@@ -195,15 +196,17 @@ def bytes_at_error(curve: list[tuple], error: float) -> tuple[float | None, str]
     for e, b in sorted((e, b) for _, e, b in curve):
         if not frontier or b < frontier[-1][1]:
             frontier.append((e, b))
-    if not frontier or error < frontier[0][0]:
+    errors = [e for e, _ in frontier]  # strictly increasing: an equal error with more bytes is dropped
+    if not frontier or error < errors[0]:
         return None, "lower than any measured point"
-    if error >= frontier[-1][0]:
-        return (frontier[-1][1], "measured") if error == frontier[-1][0] else (None, "higher than any measured point")
-    for (e0, b0), (e1, b1) in zip(frontier, frontier[1:]):
-        if e0 <= error <= e1:
-            t = (error - e0) / (e1 - e0)
-            return b0 ** (1 - t) * b1 ** t, "interpolated"
-    return None, "not bracketed"  # unreachable: the frontier's errors increase
+    if error > errors[-1]:
+        return None, "higher than any measured point"
+    i = bisect.bisect_left(errors, error)
+    if errors[i] == error:
+        return frontier[i][1], "measured"
+    (e0, b0), (e1, b1) = frontier[i - 1], frontier[i]
+    t = (error - e0) / (e1 - e0)
+    return b0 ** (1 - t) * b1 ** t, "interpolated"
 
 
 def equal_error_bytes(records: list[dict]) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from netrazor.data import BatchLoader, ImageSet, make_synthetic
-from netrazor.data.loader import CROP_PADDING, crop_flip
+from netrazor.data.loader import CROP_PADDING, SHIFT_PADDING, crop_flip
 from netrazor.errors import ConfigError
 
 
@@ -107,6 +107,28 @@ def test_crop_flip_matches_naive_definition():
         ref = padded[i, :, top : top + 5, left : left + 6]
         assert torch.equal(out[i], ref.flip(-1) if flips[i] else ref)
     assert torch.equal(crop_flip(images, torch.full((3, 2), p), torch.zeros(3, dtype=torch.bool)), images)
+
+
+def test_shift_translates_without_flipping():
+    # A single bright pixel in the middle of each image: after "shift" it must sit at most
+    # SHIFT_PADDING pixels away per axis, never mirrored, and nothing else may light up.
+    n, h, w = 200, 9, 9
+    images = torch.zeros(n, 1, h, w, dtype=torch.uint8)
+    images[:, 0, 4, 2] = 255  # left of centre: a flip would move it to column 6
+    loader = BatchLoader(ImageSet(images, torch.zeros(n, dtype=torch.long)), n, augment="shift", seed=0)
+    x = next(iter(loader))[0]
+    assert x.shape == (n, 1, h, w)
+    lit = (x[:, 0] > 0.5).nonzero()
+    assert lit.shape[0] == n  # one lit pixel per image: a translation, no blur, no loss at this size
+    dr, dc = lit[:, 1] - 4, lit[:, 2] - 2
+    assert dr.abs().max() == SHIFT_PADDING and dc.abs().max() == SHIFT_PADDING
+    assert (dr != 0).float().mean() > 0.6 and (dc != 0).float().mean() > 0.6  # P(no shift per axis) = 1/5
+    assert torch.equal(x, next(iter(loader))[0])  # deterministic per (seed, epoch)
+
+
+def test_unknown_augment_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="shift"):
+        BatchLoader(numbered_set(8), 4, augment="rotate")
 
 
 def test_mid_epoch_resume_yields_the_same_batches():

@@ -17,6 +17,7 @@ def test_bytes_at_error_interpolates_log_linearly_between_neighbours():
     need, how = bytes_at_error(curve, 0.011)
     assert how == "interpolated" and math.isclose(need, math.sqrt(16000 * 8000))
     assert bytes_at_error(curve, 0.016) == (4000, "measured")
+    assert bytes_at_error(curve, 0.012) == (8000, "measured")  # an inner point, not only the last
     # a dominated point (more error AND more bytes than another) is not on the frontier
     assert bytes_at_error(curve + [(0.9, 0.013, 20000)], 0.011) == (need, how)
     assert bytes_at_error(curve, 0.009)[0] is None and bytes_at_error(curve, 0.02)[0] is None

@@ -392,6 +392,11 @@ def test_distillation_loss_matches_hinton_formula():
     mixed = distillation_loss(s, t, y, temperature=T, alpha=0.25)
     assert mixed.item() == pytest.approx((0.25 * T * T * kl + 0.75 * F.cross_entropy(s, y)).item(), rel=1e-5)
     assert distillation_loss(t.detach(), t.detach()).item() == pytest.approx(0.0, abs=1e-6)
+    # the hard-label term uses the recipe's label smoothing, like the plain loss
+    smoothed = distillation_loss(s, t, y, temperature=T, alpha=0.25, label_smoothing=0.1)
+    ce_smooth = F.cross_entropy(s, y, label_smoothing=0.1)
+    assert smoothed.item() == pytest.approx((0.25 * T * T * kl + 0.75 * ce_smooth).item(), rel=1e-5)
+    assert smoothed.item() != pytest.approx(mixed.item(), rel=1e-4)
     mixed.backward()
     assert s.grad is not None and t.grad is None  # the teacher is not trained
     with pytest.raises(ConfigError):

@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear warm-up length (epochs)."),
         label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing in [0, 1)."),
         grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this value."),
-        augment: Optional[str] = typer.Option(None, help="none or crop_flip (default: the data set's)."),
+        augment: Optional[str] = typer.Option(None, help="none, crop_flip (CIFAR) or shift (up to 2 px, digits); default: the data set's."),
         channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
                                                      help="NHWC memory format (faster conv nets on CPU)."),
         seed: Optional[int] = typer.Option(None, help="Seed of weights, order and augmentation."),

@@ -21,11 +21,14 @@ import torch
 from netrazor.data.types import ImageSet
 from netrazor.errors import ConfigError
 
-AUGMENTATIONS = ("none", "crop_flip")
+AUGMENTATIONS = ("none", "crop_flip", "shift")
 
 # Zero padding of the CIFAR crop, as in He et al. 2016 ("4 pixels are padded on each side, and a
 # 32x32 crop is randomly sampled from the padded image or its horizontal flip").
 CROP_PADDING = 4
+# Largest translation of the "shift" augmentation, in pixels: small random shifts are the classic
+# augmentation of digit/clothing images (Simard et al. 2003), where a flip would change the class.
+SHIFT_PADDING = 2
 
 # Salts keep the shuffle stream and the augmentation stream independent of each other.
 _SHUFFLE_SALT = 0x5EED
@@ -50,7 +53,8 @@ class BatchLoader:
                   ``None`` means scale to [0, 1] only.
       augment     ``"none"`` or ``"crop_flip"`` (random crop with 4-px zero padding + horizontal
                   flip, vectorised per batch; padding is black *before* normalisation, as in
-                  torchvision's ``RandomCrop(padding=4)``).
+                  torchvision's ``RandomCrop(padding=4)``), or ``"shift"`` (random translation by
+                  up to ``SHIFT_PADDING`` pixels per axis, zero fill, no flip: MNIST-style data).
       drop_last   drop the last incomplete batch of each rank.
       rank, world_size  DDP sharding like ``DistributedSampler``: the epoch order is padded by
                   wrap-around to a multiple of ``world_size`` and rank ``r`` takes positions
@@ -154,19 +158,23 @@ class BatchLoader:
         order = self.epoch_order()
         positions = self.shard_positions()
         offsets = flips = None
-        if self.augment == "crop_flip":
+        padding = {"crop_flip": CROP_PADDING, "shift": SHIFT_PADDING}.get(self.augment, 0)
+        if padding:
             # Draw for every global position, so draws do not depend on rank or batch size.
             g = _epoch_generator(self.seed, self.epoch, _AUGMENT_SALT)
             total = len(order)
-            offsets = torch.randint(0, 2 * CROP_PADDING + 1, (total, 2), generator=g)
-            flips = torch.rand(total, generator=g) < 0.5
+            offsets = torch.randint(0, 2 * padding + 1, (total, 2), generator=g)
+            if self.augment == "crop_flip":
+                flips = torch.rand(total, generator=g) < 0.5
+            else:
+                flips = torch.zeros(total, dtype=torch.bool)
         images, labels = self.imageset.images, self.imageset.labels
         for b in range(start, len(self)):
             pos = positions[b * self.batch_size : (b + 1) * self.batch_size]
             idx = order[pos]
             x = images[idx]
             if offsets is not None:
-                x = crop_flip(x, offsets[pos], flips[pos])
+                x = crop_flip(x, offsets[pos], flips[pos], padding=padding)
             x = x.to(self.device, non_blocking=True).float().mul_(self._scale).sub_(self._shift)
             yield x, labels[idx].to(self.device, non_blocking=True)
 

@@ -7,11 +7,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from netrazor.data.loader import AUGMENTATIONS as AUGMENTS  # one list of augmentations, the loader's
 from netrazor.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-AUGMENTS = ("none", "crop_flip")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class TrainConfig:
                     resumed run sees exactly the same learning rates.
     warmup_epochs   linear warm-up length in epochs (may be fractional), from lr/warmup_steps to lr.
     label_smoothing as in torch.nn.functional.cross_entropy (Szegedy et al. 2016).
-    augment         None -> the data bundle's default ("crop_flip" for CIFAR), else "none"/"crop_flip".
+    augment         None -> the data bundle's default ("crop_flip" for CIFAR), else "none", "crop_flip"
+                    or "shift" (translation by up to 2 px, no flip: for digits).
     seed            seeds torch/numpy/random and the per-epoch shuffle/augmentation streams.
     channels_last   NHWC memory format for conv nets (13-30 % faster on these CPUs).
     grad_clip       max global L2 norm of the gradients, or None.

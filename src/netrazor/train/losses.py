@@ -28,12 +28,14 @@ def distillation_loss(
     targets: torch.Tensor | None = None,
     temperature: float = 4.0,
     alpha: float = 1.0,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Knowledge distillation (Hinton, Vinyals & Dean 2015): ``alpha * T^2 * KL + (1 - alpha) * CE``.
 
     KL is ``KL(softmax(teacher/T) || softmax(student/T))`` averaged over the batch; the ``T^2``
     factor keeps its gradient scale independent of ``T``. ``alpha=1`` is pure distillation (no
-    labels needed); with ``alpha < 1`` the hard-label cross-entropy needs ``targets``.
+    labels needed); with ``alpha < 1`` the hard-label cross-entropy needs ``targets`` and uses the
+    recipe's ``label_smoothing``, as the plain loss does.
     The teacher is detached: gradients reach the student only.
     """
     if temperature <= 0:
@@ -54,10 +56,11 @@ def distillation_loss(
         from netrazor.errors import ConfigError
 
         raise ConfigError("distillation_loss with alpha < 1 needs targets for the cross-entropy term; pass targets= or alpha=1.")
-    return alpha * kd + (1.0 - alpha) * F.cross_entropy(student_logits, targets)
+    return alpha * kd + (1.0 - alpha) * F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
 
 
-def distillation_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 1.0) -> LossFn:
+def distillation_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 1.0,
+                         label_smoothing: float = 0.0) -> LossFn:
     """A ``loss_fn(model, x, y) -> (loss, logits)`` for ``Trainer`` / ``Adapter.train`` that distils
     ``teacher`` into the model being trained (:func:`distillation_loss`). The teacher is put in eval
     mode and frozen: it is a fixed target, never trained or updated through BN statistics."""
@@ -69,6 +72,7 @@ def distillation_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: fl
         logits = model(x)
         with torch.no_grad():
             t_logits = teacher(x)
-        return distillation_loss(logits, t_logits, y, temperature=temperature, alpha=alpha), logits
+        return distillation_loss(logits, t_logits, y, temperature=temperature, alpha=alpha,
+                                 label_smoothing=label_smoothing), logits
 
     return loss_fn

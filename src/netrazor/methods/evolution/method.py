@@ -291,7 +291,8 @@ class EvolutionMethod:
         with torch.no_grad():
             teacher_logits = teacher(x)
         g = torch.Generator().manual_seed(self.seed)
-        loss_fn = distill_loss_fn(teacher, self.temperature, self.alpha)
+        loss_fn = distill_loss_fn(teacher, self.temperature, self.alpha,
+                                  label_smoothing=adapter.train_config.label_smoothing)
         start_alive = {n: int(m.sum()) for n, m in masks.items()}
         for n in layers:
             if counts[n] > start_alive[n]:
