@@ -43,3 +43,28 @@ def test_recipe_records_pair_with_the_recipe_budget_curve():
     assert any("recipe" in line for line in lines)
     (point,) = [line for line in lines if line.startswith("- ")]
     assert f"**{math.sqrt(16000 * 8000) / 4000:.2f}×**" in point
+
+
+def _curve_rec(method: str, seed: int, points: dict) -> dict:
+    curve = [{"sparsity": s, "test_error": t, "val_error": v} for s, (t, v) in points.items()]
+    return {"task": "t", "method": method, "seed": seed, "_variant": method, "extra": {"curve": curve}}
+
+
+def test_paired_curve_rows_pair_by_seed_and_read_the_upper_bound():
+    from benchmarks.render import paired_curve_rows
+
+    records = []
+    for seed, (d50, d98) in enumerate([(0.0002, -0.007), (-0.0004, -0.006), (0.0001, -0.008)]):
+        records.append(_curve_rec("magnitude", seed, {0.5: (0.08, 0.08), 0.98: (0.10, 0.10)}))
+        records.append(_curve_rec("evolution", seed, {0.5: (0.08 + d50, 0.08), 0.98: (0.10 + d98, 0.10)}))
+    records.append(_curve_rec("evolution", 7, {0.5: (0.0, 0.0)}))  # no baseline for seed 7: ignored
+    rows = {line.split(" | ")[0].strip("| "): line for line in paired_curve_rows(records) if line.startswith("| 0.")}
+    assert set(rows) == {"0.5", "0.98"}
+    assert "0, 1, 2" in rows["0.5"] and "+0.02 / -0.04 / +0.01" in rows["0.5"]
+    assert rows["0.5"].endswith("| non-inferior |")  # mean -0.003 pt, upper bound ~ +0.05 < 0.1
+    assert rows["0.98"].endswith("| better |")
+    # a consistent +0.3 pt loss is not shown non-inferior
+    worse = [_curve_rec("magnitude", s, {0.9: (0.08, 0.08)}) for s in range(3)]
+    worse += [_curve_rec("evolution", s, {0.9: (0.083 + 0.0002 * s, 0.08)}) for s in range(3)]
+    (row,) = [line for line in paired_curve_rows(worse) if line.startswith("| 0.9")]
+    assert row.endswith("| not shown |")
