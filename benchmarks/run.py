@@ -27,10 +27,20 @@ FULL = [
     ("evolution-throughput", "evolution_bench", ["--model", "lenet5", "--throughput"]),
     *[(f"gates-lenet5-s{s}", "gates_bench", ["--model", "lenet5", "--seed", str(s)]) for s in (0, 1, 2)],
     *[(f"gates-lenet300-s{s}", "gates_bench", ["--model", "lenet300", "--seed", str(s)]) for s in (0, 1, 2)],
+    # LeNet-300-100's target setting (session 6, docs/methods/gates.md): shifted digits, data reference, κ 0.2
+    *[(f"gates-lenet300-shift{'-x2' if w == 2 else ''}-s{s}", "gates_bench",
+       ["--model", "lenet300", "--epochs", "60", "--tag", "data-k0.2-e60-shift", "--set", "cost_reference=data",
+        "--set", "kappa=0.2", "--augment", "shift", "--seed", str(s), "--width-mult", str(w)]
+       + ([] if (s, w) == (0, 1) else ["--no-plain"])) for w in (1, 2) for s in (0, 1, 2)],
     *[(f"gates-lenet5-x2-s{s}", "gates_bench", ["--model", "lenet5", "--width-mult", "2", "--seed", str(s)]) for s in (0, 1, 2)],
     ("evolution-lenet300", "evolution_bench", ["--model", "lenet300", "--data", "mnist"]),
     ("evolution-lenet5", "evolution_bench", ["--model", "lenet5", "--data", "mnist"]),
-    ("evolution-lenet5-fmnist", "evolution_bench", ["--model", "lenet5", "--data", "fashion-mnist"]),
+    ("evolution-lenet5-fmnist", "evolution_bench", ["--model", "lenet5", "--data", "fashion-mnist",
+                                                    "--population", "16", "--generations", "3"]),  # as its record
+    # seeds 1-5 of the paired DE-vs-magnitude reading at 50/90/98 % (docs/methods/evolution.md)
+    *[(f"evolution-lenet5-fmnist-s{s}", "evolution_bench", ["--model", "lenet5", "--data", "fashion-mnist", "--seed", str(s),
+                                                           "--population", "16", "--generations", "3",
+                                                           "--sparsities", "0.5,0.9,0.98"]) for s in (1, 2, 3, 4, 5)],
     *[(f"{m}-fmnist-vgg11", "nepenthe_bench", ["--task", "fmnist-vgg11", "--method", m]) for m in ("nepenthe", "easier", "layer-folding")],
     # --tag=-e20: the 20-epoch schedule's records (easier-seed0.json is session 2's 60-epoch run)
     *[(f"{m}-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", m, "--tag=-e20"]) for m in ("nepenthe", "easier", "layer-folding")],

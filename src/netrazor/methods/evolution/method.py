@@ -292,7 +292,7 @@ class EvolutionMethod:
             teacher_logits = teacher(x)
         g = torch.Generator().manual_seed(self.seed)
         loss_fn = distill_loss_fn(teacher, self.temperature, self.alpha,
-                                  label_smoothing=adapter.train_config.label_smoothing)
+                                  label_smoothing=getattr(adapter.train_config, "label_smoothing", 0.0))
         start_alive = {n: int(m.sum()) for n, m in masks.items()}
         for n in layers:
             if counts[n] > start_alive[n]:

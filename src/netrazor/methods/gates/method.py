@@ -158,7 +158,7 @@ class GatesMethod:
                 raise ConfigError("distillation acts in the fine-tuning of the rounded net; with finetune=0 it would "
                                   "never run: set finetune > 0 (e.g. 0.5) or distill_alpha=0.")
             finetune_loss = distillation_loss_fn(teacher, temperature=self.distill_temperature, alpha=self.distill_alpha,
-                                                 label_smoothing=adapter.train_config.label_smoothing)
+                                                 label_smoothing=getattr(adapter.train_config, "label_smoothing", 0.0))
 
         torch.manual_seed(self.seed)
         config = adapter.train_config
