@@ -81,7 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--keep", default="params", choices=["params", "flops", "width"])
     p.add_argument("--budget", type=float, default=1.0,
                    help="fraction of the kept params/MACs for the shaped model (shape(budget=); keep params/flops)")
-    p.add_argument("--round-to", default="1",
+    p.add_argument("--round-to", default=[1], type=_int_list,
                    help="channel multiple of the shaped model (shape(round_to=)); --paired-only takes a list, e.g. 1,8")
     p.add_argument("--rule", default="entropy-halvings")
     p.add_argument("--probe-images", type=int, default=512)
@@ -124,8 +124,16 @@ def record_tag(args) -> str:
     return tag
 
 
+def _int_list(text: str) -> list[int]:
+    """``"1,8"`` -> ``[1, 8]`` (argparse type of --round-to)."""
+    try:
+        return [int(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers, e.g. 1,8") from None
+
+
 def round_tos(args) -> list[int]:
-    return [int(r) for r in str(args.round_to).split(",") if r.strip()]
+    return list(args.round_to)
 
 
 def shaped_kwargs(info: dict) -> dict:
