@@ -32,10 +32,11 @@ FULL = [
        ["--model", "lenet300", "--epochs", "60", "--tag", "data-k0.2-e60-shift", "--set", "cost_reference=data",
         "--set", "kappa=0.2", "--augment", "shift", "--seed", str(s), "--width-mult", str(w)]
        + ([] if (s, w) == (0, 1) else ["--no-plain"])) for w in (1, 2) for s in (0, 1, 2)],
-    # the same recipe on LeNet-5 (κ 0.4, 60 epochs): error robust, ×2 keeps ~1.3× the parameters
+    # the same recipe on LeNet-5 (κ 0.4, 60 epochs, 45 of them gating): size and error robust over x1/x2
     *[(f"gates-lenet5-shift{'-x2' if w == 2 else ''}-s{s}", "gates_bench",
-       ["--model", "lenet5", "--epochs", "60", "--tag", "data-k0.4-e60-shift", "--set", "cost_reference=data",
-        "--set", "kappa=0.4", "--augment", "shift", "--seed", str(s), "--width-mult", str(w), "--no-plain"])
+       ["--model", "lenet5", "--epochs", "60", "--tag", "data-k0.4-e60-ft0.25-shift", "--set", "cost_reference=data",
+        "--set", "kappa=0.4", "--set", "finetune=0.25", "--augment", "shift", "--seed", str(s), "--width-mult", str(w),
+        "--no-plain"])
       for w in (1, 2) for s in (0, 1, 2)],
     *[(f"gates-lenet5-x2-s{s}", "gates_bench", ["--model", "lenet5", "--width-mult", "2", "--seed", str(s)]) for s in (0, 1, 2)],
     ("evolution-lenet300", "evolution_bench", ["--model", "lenet300", "--data", "mnist"]),
