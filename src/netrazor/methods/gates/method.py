@@ -149,6 +149,8 @@ class GatesMethod:
         from netrazor.measure import count_macs, count_params
         from netrazor.train.losses import distillation_loss_fn
 
+        # the recipe's smoothing, for the gated loss and the distillation's label term alike
+        label_smoothing = float(getattr(adapter.train_config, "label_smoothing", 0.0))
         finetune_loss = None
         if self.distill_alpha > 0:
             if teacher is None:
@@ -158,7 +160,7 @@ class GatesMethod:
                 raise ConfigError("distillation acts in the fine-tuning of the rounded net; with finetune=0 it would "
                                   "never run: set finetune > 0 (e.g. 0.5) or distill_alpha=0.")
             finetune_loss = distillation_loss_fn(teacher, temperature=self.distill_temperature, alpha=self.distill_alpha,
-                                                 label_smoothing=getattr(adapter.train_config, "label_smoothing", 0.0))
+                                                 label_smoothing=label_smoothing)
 
         torch.manual_seed(self.seed)
         config = adapter.train_config
@@ -174,7 +176,7 @@ class GatesMethod:
                           inputs=self.inputs, init=self.init_theta, per_example=self.per_example)
         gate_sets = {name: {"kind": s.kind, "width_dense": s.width_dense} for name, s in gs.structures.items()}
         steps_per_epoch = -(-len(adapter.data.train) // int(config.batch_size))
-        obj = self.objective(gs, epochs * steps_per_epoch, float(getattr(config, "label_smoothing", 0.0)),
+        obj = self.objective(gs, epochs * steps_per_epoch, label_smoothing,
                              n_train=len(adapter.data.train), finetune_loss=finetune_loss)
         overrides: dict[str, Any] = {}
         if self.weight_decay is not None:
