@@ -23,7 +23,9 @@ Bytes at equal test error (docs/compare.md): ``--sparsities S1,S2,..`` runs deep
 gates+evolution+pack at each global sparsity (deep-compression then fine-tunes as many epochs as the whole
 chain); ``--dc-budget recipe`` gives deep-compression the shipped recipe's epochs in all as prune-retrain
 rounds, to set against the recipe's own records (``compress_bench``). The renderer interpolates each
-deep-compression curve at netrazor's error.
+deep-compression curve at netrazor's error. ``--recipe <variant>`` (e.g. ``mnist-lenet5-shift``) runs a task
+under a recipe variant's training (its ``train:`` overrides, say shifted digits, for the dense model and every
+contender) and budget; the records then go under the variant's name, next to its ``compress_bench`` records.
 
 Reduced schedules (documented, CPU): LeNets use the default recipes; VGG-11 runs at width 0.25 on
 Fashion-MNIST; ResNet-20 on CIFAR-10 uses ``--dense-epochs`` (default 30) of the default recipe.
@@ -77,6 +79,10 @@ def parse_args(argv=None):
                         "+ QAT), i.e. dense training + the rest as --dc-steps prune-retrain rounds, and the recipe's "
                         "bit-search tolerance; records compare-deep-compression-recipe-budget[-s<S>]-seed<N>")
     p.add_argument("--dc-steps", type=int, default=4, help="prune-retrain rounds of deep-compression under --dc-budget recipe")
+    p.add_argument("--recipe", default=None,
+                   help="a variant of the task's shipped recipe (one task only, e.g. mnist-lenet5-shift): its training "
+                        "overrides other than epochs (e.g. augment) apply to the dense model and every contender, "
+                        "--dc-budget recipe matches its budget, and the records go under its name as their task")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--results", default="benchmarks/results")
     return p.parse_args(argv)
@@ -274,27 +280,39 @@ def explain_latency(rec: dict, dense: nn.Module, model: nn.Module, input_shape) 
             "latency_breakdown": breakdown, "latency_reason": {b: latency_reason(part) for b, part in breakdown.items()}}
 
 
+def recipe_training(recipe_name: str) -> dict:
+    """The training overrides of a recipe that set how, not how long, to train (``augment``, ``label_smoothing``
+    ...): what a recipe variant changes for every contender. Its epochs are its own budget (``recipe_budget``)."""
+    from netrazor.pipeline.recipe import load_recipe
+
+    return {k: v for k, v in load_recipe(recipe_name).train.items() if k not in ("epochs", "seed")}
+
+
 def run_task(name: str, seed: int, args) -> None:
     task = TASKS[name]
+    recipe_name = args.recipe or name
     data = load_data(task["data"])
     config = default_config(task["model"], task["data"])
+    overrides = recipe_training(recipe_name) if recipe_name != name else {}
+    config = dataclasses.replace(config, **overrides)
     dense_epochs = args.dense_epochs or task.get("dense_epochs") or config.epochs
     if args.quick:
         data = subset(data, 6000, 1000, seed)
         dense_epochs = 1
     config = dataclasses.replace(config, epochs=dense_epochs, seed=seed)
-    tag = f"compare-{name}-w{task['width']}-e{dense_epochs}-seed{seed}{'-quick' if args.quick else ''}"
+    tag = f"compare-{recipe_name}-w{task['width']}-e{dense_epochs}-seed{seed}{'-quick' if args.quick else ''}"
     dense, dense_seconds = dense_model(task["model"], data, config, tag=tag, width_mult=task["width"])
     adapter = Adapter(data=data, train_config=config)
     epochs = 1 if args.quick else args.finetune_epochs
     dense_fields = measured_fields(dense, data, suffix="_dense")
     dense_fields["train_seconds_dense"] = dense_seconds
     wanted = args.methods.split(",")
-    common = {"task": name, "seed": seed, "model": task["model"], "data": task["data"]}
+    common = {"task": recipe_name, "seed": seed, "model": task["model"], "data": task["data"]}
 
     def record(method: str, model, seconds: float, variant: str = "", **extra) -> dict:
         rec = make_record(method=method, **common, **dense_fields, **measured_fields(model, data),
-                          compress_seconds=seconds, extra={"finetune_epochs": epochs, "quick": args.quick, **extra})
+                          compress_seconds=seconds, extra={"finetune_epochs": epochs, "quick": args.quick,
+                                 "training_overrides": overrides, **extra})
         rec["extra"].update(explain_latency(rec, dense, model, data.input_shape))
         path = write_record(rec, args.results, name=_record_name(method + variant, seed, args.quick))
         log.info("%s: test error %.4f, MACs %s, bytes %s -> %s", method, rec.get("test_error"), rec.get("macs"), rec.get("bytes"), path)
@@ -325,9 +343,9 @@ def run_task(name: str, seed: int, args) -> None:
         started = time.perf_counter()
         model, _ = torch_prune_global_magnitude(dense, adapter, sparsity=task["sparsity"], finetune_epochs=epochs)
         record("magnitude", model, time.perf_counter() - started, sparsity=task["sparsity"])
-    work = f"runs/compare/{name}-seed{seed}"
+    work = f"runs/compare/{recipe_name}-seed{seed}"
     sweep = args.sparsities is not None
-    budget = recipe_budget(name, dense_epochs) if args.dc_budget == "recipe" else None
+    budget = recipe_budget(recipe_name, dense_epochs) if args.dc_budget == "recipe" else None
     cycles, evo_epochs = 2, max(1, epochs // 2)
     chain_epochs = epochs + cycles * evo_epochs
     # In a sweep deep-compression gets the chain's whole fine-tuning budget (gates + evolution), so
@@ -383,6 +401,8 @@ def _record_name(method: str, seed: int, quick: bool) -> str:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
+    if args.recipe and "," in args.tasks:
+        raise SystemExit("--recipe names a variant of one task's recipe: pass a single --tasks with it")
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in args.tasks.split(","):
             if args.quick and name == "cifar10-resnet20":

@@ -82,6 +82,18 @@ def build_record(recipe, result) -> dict:
     )
 
 
+def latency_explanation(recipe, result, record: dict) -> dict:
+    """Issue 10's latency check for a recipe's result: where its MACs fell, the per-layer CPU times of the
+    final model next to the recipe's dense starting model (same architecture, untrained: timing does not
+    depend on the weights) and why the speed-up falls short of the MAC cut (``compare.explain_latency``)."""
+    from benchmarks.compare import explain_latency
+    from netrazor.data import load_data
+    from netrazor.pipeline.runner import build_recipe_model
+
+    data = load_data(recipe.data.name, root=recipe.data.root, val_size=recipe.data.val_size, seed=recipe.data.seed)
+    return explain_latency(record, build_recipe_model(recipe, data).eval(), result.model.eval(), data.input_shape)
+
+
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", required=True, help="shipped recipe name (netrazor recipes) or a YAML path")
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> Path:
         shutil.rmtree(run_dir)
     result = compress(recipe, run_dir)
     record = build_record(recipe, result)
+    record["extra"].update(latency_explanation(recipe, result, record))
     path = write_record(record, args.results)
     ratio = record["extra"]["ratio"]
     log.info("%s seed %d: %s -> %s bytes (%.1fx), test error %.2f %% (val %.2f %%) -> %s", recipe.name, recipe.seed,

@@ -118,7 +118,7 @@ def record_tag(args) -> str:
     tag = "" if args.keep == "params" else f"-{args.keep}"
     if args.budget != 1.0:
         tag += f"-b{args.budget:g}"
-    rounds = round_tos(args)
+    rounds = args.round_to
     if rounds != [1]:
         tag += "-r" + "-".join(str(r) for r in rounds)
     return tag
@@ -130,10 +130,6 @@ def _int_list(text: str) -> list[int]:
         return [int(r) for r in text.split(",") if r.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers, e.g. 1,8") from None
-
-
-def round_tos(args) -> list[int]:
-    return list(args.round_to)
 
 
 def shaped_kwargs(info: dict) -> dict:
@@ -226,9 +222,9 @@ def run(args) -> list[Path]:
     rule = get_rule(args.rule)
     bound = int(rule.max_depth(stats, tuple(data.image_size)))
     build_kw = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
-    if len(round_tos(args)) != 1:
+    if len(args.round_to) != 1:
         raise SystemExit("--round-to takes one value for training runs (a list only with --paired-only)")
-    _, info = shape(deep, bound, keep=args.keep, budget=args.budget, round_to=round_tos(args)[0], **build_kw)
+    _, info = shape(deep, bound, keep=args.keep, budget=args.budget, round_to=args.round_to[0], **build_kw)
     shape_kw = shaped_kwargs(info)
     if info["layers"] == info["layers_original"] and not args.probe_only:
         log.warning("%s (%d conv layers) is already within the bound %d: the shaped model is the deep model; "
@@ -238,7 +234,7 @@ def run(args) -> list[Path]:
     common = dict(bound=bound, rule=args.rule, entropy_mean=stats["mean"], entropy_ratio=entropy_ratio(stats),
                   halvings=halvings(data.image_size), epochs=epochs, train_images=len(data.train),
                   val_images=len(data.val), test_images=len(data.test), quick=args.quick, keep=args.keep,
-                  budget=args.budget, round_to=round_tos(args)[0])
+                  budget=args.budget, round_to=args.round_to[0])
     rows, paths = [], []
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         config = dataclasses.replace(default_config(deep, args.data), epochs=epochs, seed=seed)
@@ -372,8 +368,8 @@ def paired_only(args) -> dict:
     bound = int(get_rule(args.rule).max_depth(dataset_entropy(data), tuple(data.image_size)))
     build_kw = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.image_size)
     models, shapes = {}, {}
-    for r in round_tos(args):  # several roundings: one model each, all timed in the same rounds
-        name = "shaped" if len(round_tos(args)) == 1 else f"shaped_r{r}"
+    for r in args.round_to:  # several roundings: one model each, all timed in the same rounds
+        name = "shaped" if len(args.round_to) == 1 else f"shaped_r{r}"
         _, shapes[name] = shape(deep, bound, keep=args.keep, budget=args.budget, round_to=r, **build_kw)
         models[name] = build_model(deep, **build_kw, **shaped_kwargs(shapes[name]))
     models["dense"] = build_model(deep, **build_kw)

@@ -102,3 +102,28 @@ def test_recipe_budget_gives_deep_compression_the_recipes_epochs(tmp_path, monke
     rec = json.loads((tmp_path / "results" / "mnist-lenet5" / "compare-deep-compression-recipe-budget-s0.9-seed0-quick.json").read_text())
     assert rec["extra"]["finetune_epochs"] == budget["finetune_epochs"] and rec["extra"]["steps"] == 2
     assert rec["extra"]["matched_to"] == "recipe" and rec["extra"]["tolerance"] == 0.001
+
+
+def test_recipe_variant_trains_everything_its_way_and_files_under_its_name(tmp_path, monkeypatch):
+    """--recipe mnist-lenet5-shift: the dense model and deep-compression train on shifted digits, the budget is
+    the variant's, and the records go under the variant's name (beside its compress_bench records)."""
+    _stand_ins(monkeypatch, n_train=64, dense_width=0.3, gates=False)
+    seen = {}
+    tiny_dense = compare.dense_model
+
+    def dense_seen(model_name, data, config, *, tag, width_mult=1.0):
+        seen.update(augment=config.augment, tag=tag)
+        return tiny_dense(model_name, data, config, tag=tag, width_mult=width_mult)
+
+    monkeypatch.setattr(compare, "dense_model", dense_seen)
+    monkeypatch.chdir(tmp_path)
+    args = compare.parse_args(["--quick", "--tasks", "mnist-lenet5", "--recipe", "mnist-lenet5-shift",
+                               "--methods", "deep-compression", "--dc-budget", "recipe", "--dc-steps", "1",
+                               "--sparsities", "0.9", "--results", str(tmp_path / "results")])
+    compare.run_task("mnist-lenet5", 0, args)
+    assert seen["augment"] == "shift" and seen["tag"].startswith("compare-mnist-lenet5-shift-")
+    rec = json.loads((tmp_path / "results" / "mnist-lenet5-shift" / "compare-deep-compression-recipe-budget-s0.9-seed0-quick.json").read_text())
+    assert rec["task"] == "mnist-lenet5-shift" and rec["extra"]["training_overrides"] == {"augment": "shift"}
+    assert rec["extra"]["recipe"] == "mnist-lenet5-shift" and rec["extra"]["recipe_epochs"] == 60 + 4 * 3 + 5
+    with pytest.raises(SystemExit):
+        compare.main(["--tasks", "mnist-lenet5,mnist-lenet300", "--recipe", "mnist-lenet5-shift"])
