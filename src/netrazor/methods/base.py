@@ -53,6 +53,10 @@ class Adapter:
         changes = dict(overrides)
         if epochs is not None:
             changes["epochs"] = epochs
+            # A run shorter than the recipe's warm-up (a method's 1-epoch fine-tune of a trained net under
+            # a CIFAR recipe) trains without one: the warm-up must be shorter than the run.
+            if "warmup_epochs" not in changes and getattr(config, "warmup_epochs", 0) >= max(1, epochs):
+                changes["warmup_epochs"] = 0
         if changes:
             config = dataclasses.replace(config, **changes)
         trainer = Trainer(

@@ -74,8 +74,6 @@ def approximate_folds(model: nn.Module, adapter: Any, knobs: Any, floor: float, 
         teacher = copy.deepcopy(model)
         lr = knobs.approx_lr if knobs.approx_lr is not None else knobs.retrain_lr
         overrides: dict[str, Any] = {} if lr is None else {"lr": lr}
-        if getattr(adapter.train_config, "warmup_epochs", 0) >= max(1, knobs.approx_epochs):
-            overrides["warmup_epochs"] = 0
         rep["val_accuracy_fit"] = float(adapter.evaluate(cand, "val")["accuracy"])
         if knobs.approx_epochs > 0:
             adapter.train(cand, epochs=knobs.approx_epochs,

@@ -98,10 +98,7 @@ class DepthKnobs:
     # ------------------------------------------------------------------ shared steps
     def retrain(self, model: nn.Module, adapter: Any, epochs: int, callbacks: Sequence[Any] = (), loss_fn: Any = None) -> Any:
         overrides: dict[str, Any] = {} if self.retrain_lr is None else {"lr": self.retrain_lr}
-        # A short retraining of a trained net needs no warm-up; a recipe's warm-up longer than the
-        # retraining would be invalid anyway.
-        if getattr(adapter.train_config, "warmup_epochs", 0) >= max(1, epochs):
-            overrides["warmup_epochs"] = 0
+        # (Adapter.train drops a recipe warm-up that is not shorter than the retraining.)
         if loss_fn is not None:
             overrides["loss_fn"] = loss_fn
         return adapter.train(model, epochs=epochs, callbacks=list(callbacks), **overrides)
