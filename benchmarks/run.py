@@ -19,6 +19,9 @@ import time
 SWEEP_GRIDS = {"mnist-lenet300": "0.95,0.97,0.98,0.99", "mnist-lenet5": "0.97,0.98,0.99,0.995"}
 SWEEP_LOW = {"mnist-lenet300": "0.9", "mnist-lenet5": "0.95"}
 RECIPE_BUDGET_GRIDS = {"mnist-lenet300": "0.9,0.95,0.97,0.98", "mnist-lenet5": "0.97,0.98,0.99,0.995"}
+# the shifted-digits recipe variants (session 7) and Deep Compression trained the same way: (task, variant, grid)
+SHIFT_VARIANTS = (("mnist-lenet300", "mnist-lenet300-shift", "0.95,0.97,0.98,0.99"),
+                  ("mnist-lenet5", "mnist-lenet5-shift", "0.97,0.98,0.99,0.995"))
 
 # (name, module, args) — the full suite. Reduced schedules are documented in each module.
 FULL = [
@@ -63,6 +66,9 @@ FULL = [
                                              "--sparsities", low]) for t, low in SWEEP_LOW.items()],
     *[(f"compare-recipe-budget-{t}", "compare", ["--tasks", t, "--seeds", "0,1,2", "--methods", "deep-compression",
                                                  "--dc-budget", "recipe", "--sparsities", grid]) for t, grid in RECIPE_BUDGET_GRIDS.items()],
+    *[(f"compress-{v}-s{s}", "compress_bench", ["--recipe", v, "--seed", str(s)]) for _, v, _ in SHIFT_VARIANTS for s in (0, 1, 2)],
+    *[(f"compare-recipe-budget-{v}", "compare", ["--tasks", t, "--recipe", v, "--seeds", "0,1,2", "--methods", "deep-compression",
+                                                 "--dc-budget", "recipe", "--sparsities", grid]) for t, v, grid in SHIFT_VARIANTS],
 ]
 
 # Smoke runs write to their own folder so they can never overwrite a real record.
