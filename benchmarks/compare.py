@@ -280,12 +280,17 @@ def explain_latency(rec: dict, dense: nn.Module, model: nn.Module, input_shape) 
             "latency_breakdown": breakdown, "latency_reason": {b: latency_reason(part) for b, part in breakdown.items()}}
 
 
-def recipe_training(recipe_name: str) -> dict:
+def recipe_training(recipe_name: str, task: dict) -> dict:
     """The training overrides of a recipe that set how, not how long, to train (``augment``, ``label_smoothing``
-    ...): what a recipe variant changes for every contender. Its epochs are its own budget (``recipe_budget``)."""
+    ...): what a recipe variant changes for every contender. Its epochs are its own budget (``recipe_budget``).
+    The variant must train the task's model on the task's data."""
     from netrazor.pipeline.recipe import load_recipe
 
-    return {k: v for k, v in load_recipe(recipe_name).train.items() if k not in ("epochs", "seed")}
+    recipe = load_recipe(recipe_name)
+    if (recipe.model.name, recipe.data.name) != (task["model"], task["data"]):
+        raise SystemExit(f"--recipe {recipe_name} trains {recipe.model.name or recipe.model.factory} on {recipe.data.name}, "
+                         f"not the task's {task['model']} on {task['data']}: pass the variant of this task's recipe")
+    return {k: v for k, v in recipe.train.items() if k not in ("epochs", "seed")}
 
 
 def run_task(name: str, seed: int, args) -> None:
@@ -293,7 +298,7 @@ def run_task(name: str, seed: int, args) -> None:
     recipe_name = args.recipe or name
     data = load_data(task["data"])
     config = default_config(task["model"], task["data"])
-    overrides = recipe_training(recipe_name) if recipe_name != name else {}
+    overrides = recipe_training(recipe_name, task) if recipe_name != name else {}
     config = dataclasses.replace(config, **overrides)
     dense_epochs = args.dense_epochs or task.get("dense_epochs") or config.epochs
     if args.quick:

@@ -127,3 +127,5 @@ def test_recipe_variant_trains_everything_its_way_and_files_under_its_name(tmp_p
     assert rec["extra"]["recipe"] == "mnist-lenet5-shift" and rec["extra"]["recipe_epochs"] == 60 + 4 * 3 + 5
     with pytest.raises(SystemExit):
         compare.main(["--tasks", "mnist-lenet5,mnist-lenet300", "--recipe", "mnist-lenet5-shift"])
+    with pytest.raises(SystemExit, match="not the task's lenet5"):
+        compare.run_task("mnist-lenet5", 0, compare.parse_args(["--quick", "--recipe", "mnist-lenet300-shift"]))
