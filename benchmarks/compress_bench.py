@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from netrazor.pipeline import compress, load_recipe
+from netrazor.pipeline.runner import load_recipe_data
 from netrazor.pipeline.records import make_record, write_record
 
 log = logging.getLogger("benchmarks.compress_bench")
@@ -82,15 +83,13 @@ def build_record(recipe, result) -> dict:
     )
 
 
-def latency_explanation(recipe, result, record: dict) -> dict:
+def latency_explanation(recipe, result, record: dict, data) -> dict:
     """Issue 10's latency check for a recipe's result: where its MACs fell, the per-layer CPU times of the
     final model next to the recipe's dense starting model (same architecture, untrained: timing does not
     depend on the weights) and why the speed-up falls short of the MAC cut (``compare.explain_latency``)."""
     from benchmarks.compare import explain_latency
-    from netrazor.data import load_data
     from netrazor.pipeline.runner import build_recipe_model
 
-    data = load_data(recipe.data.name, root=recipe.data.root, val_size=recipe.data.val_size, seed=recipe.data.seed)
     return explain_latency(record, build_recipe_model(recipe, data).eval(), result.model.eval(), data.input_shape)
 
 
@@ -109,9 +108,10 @@ def main(argv: list[str] | None = None) -> Path:
     run_dir = Path(args.run_root) / f"compress-{recipe.name}-seed{recipe.seed}"
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    result = compress(recipe, run_dir)
+    data = load_recipe_data(recipe)  # once, for the run and for the latency check
+    result = compress(recipe, run_dir, data=data)
     record = build_record(recipe, result)
-    record["extra"].update(latency_explanation(recipe, result, record))
+    record["extra"].update(latency_explanation(recipe, result, record, data))
     path = write_record(record, args.results)
     ratio = record["extra"]["ratio"]
     log.info("%s seed %d: %s -> %s bytes (%.1fx), test error %.2f %% (val %.2f %%) -> %s", recipe.name, recipe.seed,

@@ -57,7 +57,7 @@ def test_shipped_recipes_name_their_methods_by_stage():
     assert method_name(load_recipe("mnist-lenet300")).endswith("+quantise+pack")
 
 
-def test_latency_explanation_times_the_result_next_to_the_recipes_dense_model():
+def test_latency_explanation_times_the_result_next_to_the_recipes_dense_model(data):
     """A result with fewer MACs gets compare's per-layer breakdown and a reason per batch size; the dense
     side is the recipe's own model, built fresh (the same leaf names as the result)."""
     from types import SimpleNamespace
@@ -72,10 +72,10 @@ def test_latency_explanation_times_the_result_next_to_the_recipes_dense_model():
                            nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 4 * 4, 4))
     record = {"macs": count_macs(narrow, (1, 16, 16)), "macs_dense": 4 * count_macs(narrow, (1, 16, 16)),
               "latency_ms_b1": 1.0, "latency_ms_b1_dense": 1.5, "latency_ms_b64": 1.0, "latency_ms_b64_dense": 2.0}
-    extra = latency_explanation(recipe, SimpleNamespace(model=narrow), record)
+    extra = latency_explanation(recipe, SimpleNamespace(model=narrow), record, data)
     assert set(extra["latency_reason"]) == {"b1", "b64"}
     names = [row["name"] for row in extra["latency_breakdown"]["b1"]["layers"]]
     assert "0" in names and "7" in names  # the Sequential's conv and linear leaves, on both sides
     assert extra["latency_efficiency"]["b1"] == pytest.approx(1.5 / 4)
     record["macs_dense"] = record["macs"]  # no MAC cut: nothing to explain
-    assert latency_explanation(recipe, SimpleNamespace(model=narrow), record) == {}
+    assert latency_explanation(recipe, SimpleNamespace(model=narrow), record, data) == {}

@@ -44,6 +44,13 @@ class CompressResult:
     artifacts: dict[str, Any] = field(default_factory=dict)
 
 
+def load_recipe_data(recipe: Recipe):
+    """The recipe's data set, with its validation split as the recipe states it."""
+    from netrazor.data import load_data
+
+    return load_data(recipe.data.name, root=recipe.data.root, val_size=recipe.data.val_size, seed=recipe.data.seed)
+
+
 def build_recipe_model(recipe: Recipe, data) -> nn.Module:
     """The recipe's model: a zoo name, or the user's own factory ``"module:function"``."""
     spec = recipe.model
@@ -116,9 +123,7 @@ def compress(
         write_json(state_path, state)
 
     if data is None:
-        from netrazor.data import load_data
-
-        data = load_data(recipe.data.name, root=recipe.data.root, val_size=recipe.data.val_size, seed=recipe.data.seed)
+        data = load_recipe_data(recipe)
     config = default_config(recipe.model.name or "custom", recipe.data.name)
     config = dataclasses.replace(config, **{**recipe.train, "seed": recipe.seed})  # the recipe seed wins
     tracker = PipelineTracker(loggers)
