@@ -6,6 +6,7 @@ the same way (same latency protocol, same splits): numbers across benchmarks sta
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -24,6 +25,16 @@ from netrazor.surgery import load_model, save_model
 log = logging.getLogger(__name__)
 
 DENSE_CACHE = Path("runs/bench-dense")
+
+
+def knob_arg(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` from the command line (a method knob), the value read as YAML: ``kappa=0.4``, ``layers=false``."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. kappa=0.4)")
+    return key.strip(), yaml.safe_load(value)
 
 
 def subset(data: DataBundle, n_train: int | None, n_val: int | None, seed: int,

@@ -42,7 +42,7 @@ import time
 import torch
 from torch import nn
 
-from benchmarks.common import dense_model, measured_fields, subset
+from benchmarks.common import dense_model, knob_arg, measured_fields, subset
 from benchmarks.contenders import torch_prune_global_magnitude, torch_pruning_run
 from benchmarks.render import LATENCY_EFFICIENCY_FLOOR
 from netrazor.data import load_data
@@ -53,11 +53,19 @@ from netrazor.train import default_config
 
 log = logging.getLogger("benchmarks.compare")
 
+# ResNet-20: gates remove whole residual sections (the layer-gates setting of benchmarks/layer_gates_bench.py,
+# whose defaults these are). With GatesMethod's defaults (units and filters, log cost) in 2 epochs gates removed
+# nothing and one gated epoch took ~25 min on this CPU (session 7); the layer gates cost ~6 min an epoch.
+RESNET_LAYER_GATES = {"units": False, "filters": False, "layers": True, "kappa": 1.0, "layer_vs_unit": 0.5,
+                      "flops_vs_params": 1.0, "cost_reference": "dense", "flip_per_step": 3, "finetune": 0.5,
+                      "hyper_ramp": [0.1, 1.0], "hyper_strength": 1.5, "freeze_after": 0.8, "theta_lr": 0.02}
+
 TASKS = {
     "mnist-lenet300": {"model": "lenet300", "data": "mnist", "width": 1.0, "sparsity": 0.95},
     "mnist-lenet5": {"model": "lenet5", "data": "mnist", "width": 1.0, "sparsity": 0.97},
     "fmnist-vgg11": {"model": "vgg11", "data": "fashion-mnist", "width": 0.25, "sparsity": 0.9},
-    "cifar10-resnet20": {"model": "resnet20", "data": "cifar10", "width": 1.0, "sparsity": 0.8, "dense_epochs": 30},
+    "cifar10-resnet20": {"model": "resnet20", "data": "cifar10", "width": 1.0, "sparsity": 0.8, "dense_epochs": 30,
+                         "finetune_lr": 0.02, "gates": RESNET_LAYER_GATES},
 }
 
 
@@ -66,6 +74,13 @@ def parse_args(argv=None):
     p.add_argument("--tasks", default="mnist-lenet300,mnist-lenet5,fmnist-vgg11,cifar10-resnet20")
     p.add_argument("--seeds", default="0")
     p.add_argument("--finetune-epochs", type=int, default=4, help="the same fine-tuning budget for every contender")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="peak lr of every contender's fine-tuning (default: the task's, else the training recipe's; "
+                        "ResNet-20 uses 0.02, 0.2x its recipe's: a fine-tune starts from a trained net)")
+    p.add_argument("--gates-set", action="append", default=[], type=knob_arg, metavar="KEY=VALUE",
+                   help="a GatesMethod knob for the gates contender (repeatable; over the task's own, e.g. kappa=1.5)")
+    p.add_argument("--tag", default="", help="suffix of every record name of this run (write --tag=-k1.5), so "
+                                             "a setting's records sit beside the default's")
     p.add_argument("--dense-epochs", type=int, default=None)
     p.add_argument("--tolerance", type=float, default=0.002, help="bit search: allowed val accuracy drop")
     p.add_argument("--methods", default="gates,torch-pruning-magnitude,torch-pruning-taylor,magnitude,deep-compression,gates+evolution+pack")
@@ -307,8 +322,11 @@ def run_task(name: str, seed: int, args) -> None:
     config = dataclasses.replace(config, epochs=dense_epochs, seed=seed)
     tag = f"compare-{recipe_name}-w{task['width']}-e{dense_epochs}-seed{seed}{'-quick' if args.quick else ''}"
     dense, dense_seconds = dense_model(task["model"], data, config, tag=tag, width_mult=task["width"])
-    adapter = Adapter(data=data, train_config=config)
+    finetune_lr = args.finetune_lr or task.get("finetune_lr")
+    finetune_config = dataclasses.replace(config, lr=finetune_lr) if finetune_lr else config
+    adapter = Adapter(data=data, train_config=finetune_config)
     epochs = 1 if args.quick else args.finetune_epochs
+    gates_knobs = {**task.get("gates", {}), **dict(args.gates_set)}
     dense_fields = measured_fields(dense, data, suffix="_dense")
     dense_fields["train_seconds_dense"] = dense_seconds
     wanted = args.methods.split(",")
@@ -316,10 +334,10 @@ def run_task(name: str, seed: int, args) -> None:
 
     def record(method: str, model, seconds: float, variant: str = "", **extra) -> dict:
         rec = make_record(method=method, **common, **dense_fields, **measured_fields(model, data),
-                          compress_seconds=seconds, extra={"finetune_epochs": epochs, "quick": args.quick,
-                                 "training_overrides": overrides, **extra})
+                          compress_seconds=seconds, extra={"finetune_epochs": epochs, "finetune_lr": finetune_config.lr,
+                                 "quick": args.quick, "training_overrides": overrides, **extra})
         rec["extra"].update(explain_latency(rec, dense, model, data.input_shape))
-        path = write_record(rec, args.results, name=_record_name(method + variant, seed, args.quick))
+        path = write_record(rec, args.results, name=_record_name(method + variant + args.tag, seed, args.quick))
         log.info("%s: test error %.4f, MACs %s, bytes %s -> %s", method, rec.get("test_error"), rec.get("macs"), rec.get("bytes"), path)
         return rec
 
@@ -329,10 +347,10 @@ def run_task(name: str, seed: int, args) -> None:
         from netrazor.methods.gates import GatesMethod
 
         started = time.perf_counter()
-        gates_model, gates_record = GatesMethod(epochs=epochs, seed=seed).run(copy.deepcopy(dense), adapter)
+        gates_model, gates_record = GatesMethod(**{**gates_knobs, "epochs": epochs, "seed": seed}).run(copy.deepcopy(dense), adapter)
         gates_seconds = time.perf_counter() - started
         if "gates" in wanted:
-            gates_rec = record("gates", gates_model, gates_seconds)
+            gates_rec = record("gates", gates_model, gates_seconds, gates_knobs=gates_knobs)
         else:  # the chain (and Torch-Pruning) need only gates' size and time; its record is not rewritten
             gates_rec = {"params": count_params(gates_model), "macs": count_macs(gates_model, data.input_shape),
                          "compress_seconds": gates_seconds}
@@ -348,7 +366,7 @@ def run_task(name: str, seed: int, args) -> None:
         started = time.perf_counter()
         model, _ = torch_prune_global_magnitude(dense, adapter, sparsity=task["sparsity"], finetune_epochs=epochs)
         record("magnitude", model, time.perf_counter() - started, sparsity=task["sparsity"])
-    work = f"runs/compare/{recipe_name}-seed{seed}"
+    work = f"runs/compare/{recipe_name}-seed{seed}{args.tag}"
     sweep = args.sparsities is not None
     budget = recipe_budget(recipe_name, dense_epochs) if args.dc_budget == "recipe" else None
     cycles, evo_epochs = 2, max(1, epochs // 2)
@@ -394,7 +412,7 @@ def run_task(name: str, seed: int, args) -> None:
 def _artifact_bytes(rec: dict, info: dict, args, seed: int, variant: str = "") -> None:
     """``bytes`` of a packed result is the .nrz file, not the float32 size of the unpacked model."""
     rec["bytes"] = info["encoded_bytes"]
-    write_record(rec, args.results, name=_record_name(rec["method"] + variant, seed, args.quick))
+    write_record(rec, args.results, name=_record_name(rec["method"] + variant + args.tag, seed, args.quick))
 
 
 def _record_name(method: str, seed: int, quick: bool) -> str:

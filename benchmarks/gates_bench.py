@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import knob_arg
 from netrazor.data import load_data
 from netrazor.measure import count_macs, count_params, evaluate
 from netrazor.methods.base import Adapter
@@ -44,13 +45,6 @@ from netrazor.train import Trainer, default_config
 from netrazor.train.config import AUGMENTS
 
 
-def _knob(text: str) -> tuple[str, object]:
-    import yaml
-
-    key, _, value = text.partition("=")
-    return key.strip(), yaml.safe_load(value)
-
-
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["lenet5", "lenet300"], default="lenet5")
@@ -58,7 +52,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's epochs")
     ap.add_argument("--width-mult", type=float, default=1.0)
-    ap.add_argument("--set", action="append", default=[], type=_knob, help="GatesMethod knob KEY=VALUE")
+    ap.add_argument("--set", action="append", default=[], type=knob_arg, help="GatesMethod knob KEY=VALUE")
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--tag", default="", help="extra name part of the record, e.g. 'dataref' for a knob variant")
     ap.add_argument("--augment", choices=list(AUGMENTS), default=None,

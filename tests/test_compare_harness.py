@@ -129,3 +129,30 @@ def test_recipe_variant_trains_everything_its_way_and_files_under_its_name(tmp_p
         compare.main(["--tasks", "mnist-lenet5,mnist-lenet300", "--recipe", "mnist-lenet5-shift"])
     with pytest.raises(SystemExit, match="not the task's lenet5"):
         compare.run_task("mnist-lenet5", 0, compare.parse_args(["--quick", "--recipe", "mnist-lenet300-shift"]))
+
+
+def test_gates_knobs_finetune_lr_and_tag_reach_every_contender(tmp_path, monkeypatch):
+    """--gates-set goes over the task's own gates knobs, --finetune-lr sets every contender's fine-tuning lr
+    (not the dense model's), and --tag suffixes every record name."""
+    _stand_ins(monkeypatch)
+    seen = {}
+
+    class Recording(NarrowGates):
+        def run(self, model, adapter):
+            seen.update(knobs=self.kwargs, lr=adapter.train_config.lr)
+            return super().run(model, adapter)
+
+    monkeypatch.setattr(gates_module, "GatesMethod", Recording)
+    monkeypatch.setitem(compare.TASKS, "mnist-lenet5", {**compare.TASKS["mnist-lenet5"], "gates": {"kappa": 1.0, "layers": True}})
+    args = compare.parse_args(["--quick", "--methods", "gates,torch-pruning-taylor", "--gates-set", "kappa=1.5",
+                               "--finetune-lr", "0.003", "--tag=-k1.5", "--results", str(tmp_path)])
+    compare.run_task("mnist-lenet5", 0, args)
+
+    assert seen["knobs"] == {"kappa": 1.5, "layers": True, "epochs": 1, "seed": 0} and seen["lr"] == 0.003
+    out = tmp_path / "mnist-lenet5"
+    assert sorted(p.name for p in out.iterdir()) == [f"compare-{m}-k1.5-seed0-quick.json" for m in ("dense", "gates", "torch-pruning-taylor")]
+    gates = json.loads((out / "compare-gates-k1.5-seed0-quick.json").read_text())
+    assert gates["extra"]["gates_knobs"] == {"kappa": 1.5, "layers": True} and gates["extra"]["finetune_lr"] == 0.003
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--gates-set", "kappa"])  # not KEY=VALUE
+    assert compare.TASKS["cifar10-resnet20"]["gates"]["layers"] is True  # ResNet-20 gates whole sections
