@@ -273,29 +273,63 @@ def paired_curve_rows(records: list[dict]) -> list[str]:
                   "|---|---|---|---|---|---|---|"]
         for sp in sparsities:
             seeds = sorted(seed for seed in set(ours) & set(base) if sp in ours[seed] and sp in base[seed])
-            test = [100 * (ours[s][sp][0] - base[s][sp][0]) for s in seeds]
-            val = [100 * (ours[s][sp][1] - base[s][sp][1]) for s in seeds]
-            mean_t = statistics.fmean(test)
-            if len(seeds) > 1:
-                from scipy import stats
-
-                sd_t, sd_v = statistics.stdev(test), statistics.stdev(val)
-                upper = mean_t + stats.t.ppf(0.95, len(seeds) - 1) * sd_t / len(seeds) ** 0.5
-                if upper < 0:
-                    reading = "better"
-                elif upper < NONINFERIORITY_MARGIN_PT:
-                    reading = "non-inferior"
-                else:
-                    reading = "not shown"
-                bound = f"{upper:+.2f}"
-                spread_t, spread_v = f" ± {sd_t:.2f}", f" ± {sd_v:.2f}"
-            else:
-                bound, reading, spread_t, spread_v = "—", "one seed", "", ""
-            per_seed = " / ".join(f"{d:+.2f}" for d in test)
-            lines.append(f"| {sp:g} | {', '.join(map(str, seeds))} | {per_seed} | {mean_t:+.2f}{spread_t} | {bound} | "
-                         f"{statistics.fmean(val):+.2f}{spread_v} | {reading} |")
+            test = paired_difference([100 * (ours[s][sp][0] - base[s][sp][0]) for s in seeds])
+            val = paired_difference([100 * (ours[s][sp][1] - base[s][sp][1]) for s in seeds])
+            lines.append(f"| {sp:g} | {', '.join(map(str, seeds))} | {test['per_seed']} | {test['mean']} | {test['bound']} | "
+                         f"{val['mean']} | {test['reading']} |")
         lines.append("")
     return lines
+
+
+def paired_difference(diffs: list[float]) -> dict[str, str]:
+    """Paired differences in points (ours − theirs, one per seed) as table cells: per seed, mean ± std, the
+    one-sided 95 % upper bound of the mean (Student t) and its reading: "better" when the bound is under 0,
+    "non-inferior" when under the margin, else "not shown"; one seed bounds nothing."""
+    mean = statistics.fmean(diffs)
+    cells = {"per_seed": " / ".join(f"{d:+.2f}" for d in diffs)}
+    if len(diffs) < 2:
+        return {**cells, "mean": f"{mean:+.2f}", "bound": "—", "reading": "one seed"}
+    from scipy import stats
+
+    sd = statistics.stdev(diffs)
+    upper = mean + stats.t.ppf(0.95, len(diffs) - 1) * sd / len(diffs) ** 0.5
+    reading = "better" if upper < 0 else "non-inferior" if upper < NONINFERIORITY_MARGIN_PT else "not shown"
+    return {**cells, "mean": f"{mean:+.2f} ± {sd:.2f}", "bound": f"{upper:+.2f}", "reading": reading}
+
+
+# Issue 10: at equal MACs (±5 %) netrazor's best recipe at least as accurate as Torch-Pruning on every task.
+# compare.py prunes each Torch-Pruning contender to the MACs of the gates run it sits beside (same tag, seed).
+EQUAL_MACS_REFERENCE = "compare-gates"
+EQUAL_MACS_CONTENDERS = ("compare-torch-pruning-magnitude", "compare-torch-pruning-taylor")
+
+
+def equal_macs_rows(records: list[dict]) -> list[str]:
+    """Per gates setting (``compare --tag``): gates' test error against each Torch-Pruning run pruned to its
+    MACs, paired by seed (points; negative = gates more accurate), and how far each landed from its MACs."""
+    by_name = {(rec.get("_variant"), rec.get("seed", 0)): rec for rec in records}
+    tags = sorted({v.removeprefix(EQUAL_MACS_REFERENCE) for v, _ in by_name if v.startswith(EQUAL_MACS_REFERENCE)
+                   and v.removeprefix(EQUAL_MACS_REFERENCE)[:1] in ("", "-")})
+    rows = []
+    for tag in tags:
+        for contender in EQUAL_MACS_CONTENDERS:
+            pairs = [(by_name[(EQUAL_MACS_REFERENCE + tag, seed)], by_name[(v, seed)])
+                     for v, seed in sorted(by_name) if v == contender + tag and (EQUAL_MACS_REFERENCE + tag, seed) in by_name]
+            pairs = [(g, t) for g, t in pairs if all(isinstance(r.get("test_error"), (int, float)) for r in (g, t))]
+            if not pairs:
+                continue
+            d = paired_difference([100 * (g["test_error"] - t["test_error"]) for g, t in pairs])
+            off = " / ".join(f"{100 * (t['macs'] / g['macs'] - 1):+.1f} %" for g, t in pairs)
+            errors = " / ".join(f"{100 * g['test_error']:.2f} vs {100 * t['test_error']:.2f}" for g, t in pairs)
+            cut = statistics.fmean(g["macs_dense"] / g["macs"] for g, _ in pairs if g.get("macs") and g.get("macs_dense"))
+            rows.append(f"| gates{tag} | {contender.removeprefix('compare-')} | {', '.join(str(g.get('seed', 0)) for g, _ in pairs)} "
+                        f"| {cut:.2f}× | {off} | {errors} | {d['mean']} | {d['bound']} | {d['reading']} |")
+    if not rows:
+        return []
+    return ["_Equal MACs: gates against Torch-Pruning pruned to gates' MACs (same dense model, seed and fine-tuning "
+            "epochs); test error in %, difference gates − Torch-Pruning in points, paired by seed (negative = gates "
+            f"more accurate; upper bound one-sided 95 %, Student t; non-inferior under +{NONINFERIORITY_MARGIN_PT:g} pt):_",
+            "", "| gates setting | against | seeds | MACs cut | MACs off | test error per seed (gates vs them) "
+            "| Δ mean ± std | upper bound | reading |", "|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def _mean(values: list):
@@ -368,6 +402,7 @@ def render(results_dir: Path, out: Path, plots: bool = True) -> str:
         if equal:
             lines += ["_Bytes at equal test error (each deep-compression curve of the same seed, its Pareto frontier "
                       "interpolated log-linearly at netrazor's error):_", "", *equal]
+        lines += equal_macs_rows(recs)
         lines += paired_curve_rows(recs)
         checks = latency_checks(recs)
         if checks:

@@ -68,3 +68,23 @@ def test_paired_curve_rows_pair_by_seed_and_read_the_upper_bound():
     worse += [_curve_rec("evolution", s, {0.9: (0.083 + 0.0002 * s, 0.08)}) for s in range(3)]
     (row,) = [line for line in paired_curve_rows(worse) if line.startswith("| 0.9")]
     assert row.endswith("| not shown |")
+
+
+def test_equal_macs_rows_pair_gates_with_torch_pruning_by_tag_and_seed():
+    from benchmarks.render import equal_macs_rows
+
+    def rec(variant: str, seed: int, error: float, macs: int) -> dict:
+        return {"task": "t", "method": variant, "seed": seed, "test_error": error, "macs": macs,
+                "macs_dense": 2000, "_variant": variant}
+
+    records = []
+    for seed, (g, t) in enumerate([(0.070, 0.075), (0.071, 0.074), (0.069, 0.076)]):
+        records += [rec("compare-gates", seed, g, 1000), rec("compare-torch-pruning-taylor", seed, t, 990)]
+    records += [rec("compare-gates-k1.5", 0, 0.08, 500), rec("compare-torch-pruning-taylor-k1.5", 0, 0.07, 510),
+                rec("compare-torch-pruning-magnitude", 5, 0.01, 1000)]  # no gates run of seed 5: not paired
+    rows = {line.split(" | ")[0].strip("| "): line for line in equal_macs_rows(records) if line.startswith("| gates") and "setting" not in line}
+    assert set(rows) == {"gates", "gates-k1.5"}
+    assert "| 0, 1, 2 | 2.00× | -1.0 % / -1.0 % / -1.0 % |" in rows["gates"] and rows["gates"].endswith("| better |")
+    assert "7.00 vs 7.50" in rows["gates"]
+    assert "| 0 | 4.00× | +2.0 % | 8.00 vs 7.00 | +1.00 | — | one seed |" in rows["gates-k1.5"]
+    assert equal_macs_rows([rec("compare-gates", 0, 0.07, 1000)]) == []
