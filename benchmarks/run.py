@@ -23,6 +23,8 @@ RECIPE_BUDGET_GRIDS = {"mnist-lenet300": "0.9,0.95,0.97,0.98", "mnist-lenet5": "
 SHIFT_VARIANTS = (("mnist-lenet300", "mnist-lenet300-shift", "0.95,0.97,0.98,0.99"),
                   ("mnist-lenet5", "mnist-lenet5-shift", "0.97,0.98,0.99,0.995"))
 
+EQUAL_MACS_METHODS = "gates,torch-pruning-magnitude,torch-pruning-taylor"
+
 # (name, module, args) — the full suite. Reduced schedules are documented in each module.
 FULL = [
     ("codec", "codec_bench", []),
@@ -56,7 +58,14 @@ FULL = [
     ("ebcle-mnist", "ebcle_bench", ["--data", "mnist"]),
     ("ebcle-fashion-mnist", "ebcle_bench", ["--data", "fashion-mnist"]),
     ("ebcle-cifar10", "ebcle_bench", ["--data", "cifar10"]),
-    ("compare", "compare", []),
+    # issue 10 side by side: every contender on the LeNets (3 seeds) and VGG-11 (seed 0); gates and Torch-Pruning at
+    # equal MACs on VGG-11 seeds 1-2; on ResNet-20 gates removes residual sections at two κ, 2 fine-tune epochs each
+    ("compare", "compare", ["--tasks", "mnist-lenet300,mnist-lenet5", "--seeds", "0,1,2"]),
+    ("compare-fmnist-vgg11", "compare", ["--tasks", "fmnist-vgg11", "--seeds", "0"]),
+    ("compare-fmnist-vgg11-s12", "compare", ["--tasks", "fmnist-vgg11", "--seeds", "1,2", "--methods", EQUAL_MACS_METHODS]),
+    *[(f"compare-cifar10-resnet20{tag}", "compare", ["--tasks", "cifar10-resnet20", "--seeds", "0", "--finetune-epochs", "2",
+                                                      "--methods", EQUAL_MACS_METHODS, *knobs])
+      for tag, knobs in (("", []), ("-k1.5", ["--gates-set", "kappa=1.5", "--tag=-k1.5"]))],
     *[(f"compress-{r}-s{s}", "compress_bench", ["--recipe", r, "--seed", str(s)]) for r in ("mnist-lenet5", "mnist-lenet300") for s in (0, 1, 2)],
     # bytes at equal test error (issue 10): the chain and Deep Compression at equal epochs over a sparsity grid
     # (plus one lower-sparsity Deep-Compression point), and Deep Compression given the shipped recipe's budget
