@@ -53,6 +53,9 @@ FULL = [
                                                            "--population", "16", "--generations", "3",
                                                            "--sparsities", "0.5,0.9,0.98"]) for s in (1, 2, 3, 4, 5)],
     *[(f"{m}-fmnist-vgg11", "nepenthe_bench", ["--task", "fmnist-vgg11", "--method", m]) for m in ("nepenthe", "easier", "layer-folding")],
+    # EASIER with half the default validation tolerance (0.5 pt): issue 6's target on VGG-11 (docs/methods/nepenthe.md)
+    ("easier-fmnist-vgg11-d0.005", "nepenthe_bench", ["--task", "fmnist-vgg11", "--method", "easier", "--rounds", "10",
+                                                       "--delta", "0.005", "--tag=-d0.005"]),
     # --tag=-e20: the 20-epoch schedule's records (easier-seed0.json is session 2's 60-epoch run)
     *[(f"{m}-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", m, "--tag=-e20"]) for m in ("nepenthe", "easier", "layer-folding")],
     ("ebcle-mnist", "ebcle_bench", ["--data", "mnist"]),
