@@ -191,8 +191,10 @@ def paired_times(dense: nn.Module, model: nn.Module, input_shape, batch_size: in
 
     Each leaf module (Conv, Linear, ReLU, pooling, ...) is timed on its own, called as the model calls
     it (arguments captured from one forward pass), so no hook overhead is timed; ``model`` and ``dense``
-    alternate call by call. What the leaves do not account for (total - their sum) is the Python glue
-    of the model's own ``forward`` and module dispatch.
+    alternate call by call. A leaf the compressed model no longer has (a residual section removed whole)
+    is timed on the dense side only and takes 0 ms in ``model``: its time would otherwise count as dense glue.
+    What the leaves do not account for (total - their sum) is the Python glue of the model's own ``forward``
+    and module dispatch.
     Returns ``{"total_ms", "total_ms_dense", "layers": {name: (ms, ms_dense)}}``.
     """
     x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(seed))
@@ -203,9 +205,11 @@ def paired_times(dense: nn.Module, model: nn.Module, input_shape, batch_size: in
             total, total_dense = _paired_min_ms(lambda: model(x), lambda: dense(x), repeats, warmup)
             now, before = _leaf_inputs(model, x), _leaf_inputs(dense, x)
             layers = {}
-            for name, (module, args) in now.items():
-                if name in before:
-                    other, other_args = before[name]
+            for name, (other, other_args) in before.items():
+                module, args = now.get(name, (None, None))
+                if module is None:  # removed: nothing to run on the compressed side
+                    layers[name] = (0.0, _paired_min_ms(lambda: None, lambda: other(*other_args), repeats, warmup)[1])
+                else:
                     layers[name] = _paired_min_ms(lambda: module(*args), lambda: other(*other_args), repeats, warmup)
     finally:
         model.train(modes[0]), dense.train(modes[1])

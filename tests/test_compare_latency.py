@@ -28,6 +28,19 @@ def test_paired_times_covers_every_leaf_and_the_whole_forward():
     assert small.training and dense.training  # modes restored
 
 
+def test_a_removed_layer_is_timed_on_the_dense_side_and_costs_nothing_after():
+    """A leaf the compressed model lost (a residual section removed whole) counts with its dense time and MACs,
+    so the MAC layers' speed-up and MAC cut include it instead of the dense glue."""
+    dense, _ = _lenets()
+    small = build_model("lenet5", num_classes=10, in_channels=1, input_size=28)
+    del small.fc2  # gone: the model below no longer calls it
+    small.forward = lambda x, m=small: m.fc1(m.flatten(m.pool2(m.relu2(m.conv2(m.pool1(m.relu1(m.conv1(x))))))))
+    part = latency_breakdown(dense, small, SHAPE, batch_sizes=(2,))["b2"]
+    rows = {r["name"]: r for r in part["layers"]}
+    assert rows["fc2"]["ms"] == 0.0 and rows["fc2"]["ms_dense"] > 0
+    assert rows["fc2"]["macs"] == 0 and rows["fc2"]["macs_dense"] == 5_000
+
+
 def test_breakdown_pairs_layer_macs_with_the_dense_model():
     dense, small = _lenets()
     part = latency_breakdown(dense, small, SHAPE, batch_sizes=(2,))["b2"]
