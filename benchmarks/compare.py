@@ -356,7 +356,8 @@ def run_task(name: str, seed: int, args) -> None:
         gates_model, gates_record = GatesMethod(**{**gates_knobs, "epochs": epochs, "seed": seed}).run(copy.deepcopy(dense), adapter)
         gates_seconds = time.perf_counter() - started
         if "gates" in wanted:
-            gates_rec = record("gates", gates_model, gates_seconds, gates_knobs=gates_knobs)
+            gates_rec = record("gates", gates_model, gates_seconds, gates_knobs=gates_knobs,
+                               **{k: gates_record.get(k) for k in ("widths_after", "removed_sections")})
         else:  # the chain (and Torch-Pruning) need only gates' size and time; its record is not rewritten
             gates_rec = {"params": count_params(gates_model), "macs": count_macs(gates_model, data.input_shape),
                          "compress_seconds": gates_seconds}

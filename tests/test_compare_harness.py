@@ -140,7 +140,7 @@ def test_gates_knobs_finetune_lr_and_tag_reach_every_contender(tmp_path, monkeyp
     class Recording(NarrowGates):
         def run(self, model, adapter):
             seen.update(knobs=self.kwargs, lr=adapter.train_config.lr)
-            return super().run(model, adapter)
+            return super().run(model, adapter)[0], {"removed_sections": ["layer9"]}
 
     monkeypatch.setattr(gates_module, "GatesMethod", Recording)
     monkeypatch.setitem(compare.TASKS, "mnist-lenet5", {**compare.TASKS["mnist-lenet5"], "gates": {"kappa": 1.0, "layers": True}})
@@ -153,6 +153,7 @@ def test_gates_knobs_finetune_lr_and_tag_reach_every_contender(tmp_path, monkeyp
     assert sorted(p.name for p in out.iterdir()) == [f"compare-{m}-k1.5-seed0-quick.json" for m in ("dense", "gates", "torch-pruning-taylor")]
     gates = json.loads((out / "compare-gates-k1.5-seed0-quick.json").read_text())
     assert gates["extra"]["gates_knobs"] == {"kappa": 1.5, "layers": True} and gates["extra"]["finetune_lr"] == 0.003
+    assert gates["extra"]["removed_sections"] == ["layer9"]  # what the method reported it removed
     with pytest.raises(SystemExit):
         compare.parse_args(["--gates-set", "kappa"])  # not KEY=VALUE
     assert compare.TASKS["cifar10-resnet20"]["gates"]["layers"] is True  # ResNet-20 gates whole sections
