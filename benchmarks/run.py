@@ -66,8 +66,8 @@ FULL = [
     ("compare", "compare", ["--tasks", "mnist-lenet300,mnist-lenet5", "--seeds", "0,1,2"]),
     ("compare-fmnist-vgg11", "compare", ["--tasks", "fmnist-vgg11", "--seeds", "0"]),
     ("compare-fmnist-vgg11-s12", "compare", ["--tasks", "fmnist-vgg11", "--seeds", "1,2", "--methods", EQUAL_MACS_METHODS]),
-    ("compare-fmnist-vgg11-k1", "compare", ["--tasks", "fmnist-vgg11", "--seeds", "0,1,2", "--methods", EQUAL_MACS_METHODS,
-                                            "--gates-set", "kappa=1", "--tag=-k1"]),
+    *[(f"compare-{t}-k1", "compare", ["--tasks", t, "--seeds", "0,1,2", "--methods", EQUAL_MACS_METHODS,
+                                       "--gates-set", "kappa=1", "--tag=-k1"]) for t in ("fmnist-vgg11", "mnist-lenet5")],
     *[(f"compare-cifar10-resnet20{tag}", "compare", ["--tasks", "cifar10-resnet20", "--seeds", "0", "--finetune-epochs", "2",
                                                       "--methods", EQUAL_MACS_METHODS, *knobs])
       for tag, knobs in (("", []), ("-k1.5", ["--gates-set", "kappa=1.5", "--tag=-k1.5"]))],
