@@ -46,6 +46,7 @@ from torch import nn
 
 from benchmarks.common import dense_model, knob_arg, measured_fields, subset
 from benchmarks.contenders import torch_prune_global_magnitude, torch_pruning_run
+from benchmarks.layer_gates_bench import LAYER_GATES
 from benchmarks.render import LATENCY_EFFICIENCY_FLOOR
 from netrazor.data import load_data
 from netrazor.measure import count_macs, count_params, macs_by_module
@@ -55,12 +56,10 @@ from netrazor.train import default_config
 
 log = logging.getLogger("benchmarks.compare")
 
-# ResNet-20: gates remove whole residual sections (the layer-gates setting of benchmarks/layer_gates_bench.py,
-# whose defaults these are). With GatesMethod's defaults (units and filters, log cost) in 2 epochs gates removed
-# nothing and one gated epoch took ~25 min on this CPU (session 7); the layer gates cost ~6 min an epoch.
-RESNET_LAYER_GATES = {"units": False, "filters": False, "layers": True, "kappa": 1.0, "layer_vs_unit": 0.5,
-                      "flops_vs_params": 1.0, "cost_reference": "dense", "flip_per_step": 3, "finetune": 0.5,
-                      "hyper_ramp": [0.1, 1.0], "hyper_strength": 1.5, "freeze_after": 0.8, "theta_lr": 0.02}
+# ResNet-20: gates remove whole residual sections (the setting of benchmarks/layer_gates_bench.py). With
+# GatesMethod's defaults (units and filters, log cost) in 2 epochs gates removed nothing and one gated epoch
+# took ~25 min on this CPU (session 7); the layer gates cost ~6 min an epoch.
+RESNET_LAYER_GATES = LAYER_GATES
 
 TASKS = {
     "mnist-lenet300": {"model": "lenet300", "data": "mnist", "width": 1.0, "sparsity": 0.95},

@@ -63,6 +63,12 @@ log = logging.getLogger("layer_gates_bench")
 
 MODEL, DATA, TASK = "resnet20", "cifar10", "cifar10-resnet20"
 
+# GatesMethod knobs of the recorded runs: the defaults of the flags below, and the ResNet-20 gates of
+# benchmarks/compare.py (one setting, so the two benchmarks cannot drift apart).
+LAYER_GATES = {"units": False, "filters": False, "layers": True, "kappa": 1.0, "layer_vs_unit": 0.5,
+               "flops_vs_params": 1.0, "cost_reference": "dense", "flip_per_step": 3, "finetune": 0.5,
+               "hyper_ramp": [0.1, 1.0], "hyper_strength": 1.5, "freeze_after": 0.8, "theta_lr": 0.02}
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -70,21 +76,21 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs, gated and control")
     p.add_argument("--dense-epochs", type=int, default=60, help="epochs of the cached dense model")
     p.add_argument("--lr", type=float, default=0.02, help="fine-tuning lr (cosine to 0, no warm-up)")
-    p.add_argument("--kappa", type=float, nargs="+", default=[1.0],
+    p.add_argument("--kappa", type=float, nargs="+", default=[LAYER_GATES["kappa"]],
                    help="GatesMethod.kappa (accuracy vs size); several values: one gated run each, chosen on val")
-    p.add_argument("--layer-vs-unit", type=float, default=0.5, help="GatesMethod.layer_vs_unit")
-    p.add_argument("--flops-vs-params", type=float, default=1.0,
+    p.add_argument("--layer-vs-unit", type=float, default=LAYER_GATES["layer_vs_unit"], help="GatesMethod.layer_vs_unit")
+    p.add_argument("--flops-vs-params", type=float, default=LAYER_GATES["flops_vs_params"],
                    help="GatesMethod.flops_vs_params (1: MACs only, what latency follows)")
     p.add_argument("--min-removed", type=int, default=3, help="sections a κ must remove to be chosen (issue 5: 3)")
-    p.add_argument("--cost-reference", choices=("dense", "log", "data"), default="dense",
+    p.add_argument("--cost-reference", choices=("dense", "log", "data"), default=LAYER_GATES["cost_reference"],
                    help="GatesMethod.cost_reference; 'dense' (linear) here, see the module docstring")
-    p.add_argument("--flip-per-step", type=int, default=3, help="sections flip-estimated per step (unbiased)")
-    p.add_argument("--theta-lr", type=float, default=0.02, help="Adam lr of θ (0.02: the gating phase is ~460 steps)")
+    p.add_argument("--flip-per-step", type=int, default=LAYER_GATES["flip_per_step"], help="sections flip-estimated per step (unbiased)")
+    p.add_argument("--theta-lr", type=float, default=LAYER_GATES["theta_lr"], help="Adam lr of θ (0.02: the gating phase is ~460 steps)")
     # pinned here (the values of the recorded runs), so the LeNet defaults of GatesMethod can move
-    p.add_argument("--gate-share", type=float, default=0.5, help="share of the steps before θ is rounded (1 - finetune)")
-    p.add_argument("--hyper-ramp", type=float, nargs=2, default=[0.1, 1.0], help="GatesMethod.hyper_ramp")
-    p.add_argument("--hyper-strength", type=float, default=1.5, help="GatesMethod.hyper_strength")
-    p.add_argument("--freeze-after", type=float, default=0.8,
+    p.add_argument("--gate-share", type=float, default=1.0 - LAYER_GATES["finetune"], help="share of the steps before θ is rounded (1 - finetune)")
+    p.add_argument("--hyper-ramp", type=float, nargs=2, default=LAYER_GATES["hyper_ramp"], help="GatesMethod.hyper_ramp")
+    p.add_argument("--hyper-strength", type=float, default=LAYER_GATES["hyper_strength"], help="GatesMethod.hyper_strength")
+    p.add_argument("--freeze-after", type=float, default=LAYER_GATES["freeze_after"],
                    help="GatesMethod.freeze_after (0.8: the kappa 1.5 record; the kappa 1 record ran with 0.5)")
     p.add_argument("--filters", action="store_true", help="gate the filters inside the sections too")
     p.add_argument("--control-record", default=None,
