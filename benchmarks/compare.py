@@ -326,15 +326,17 @@ def run_task(name: str, seed: int, args) -> None:
         dense_epochs = 1
     config = dataclasses.replace(config, epochs=dense_epochs, seed=seed)
     tag = f"compare-{recipe_name}-w{task['width']}-e{dense_epochs}-seed{seed}{'-quick' if args.quick else ''}"
+    epochs = 1 if args.quick else args.finetune_epochs
+    wanted = args.methods.split(",")
+    gates_knobs = {**task.get("gates", {}), **dict(args.gates_set)}
+    # built before the dense model trains, so that a mistyped --gates-set fails in seconds, not after it
+    gates = _gates_method(gates_knobs, epochs, seed) if any(m.startswith(("gates", "torch-pruning")) for m in wanted) else None
     dense, dense_seconds = dense_model(task["model"], data, config, tag=tag, width_mult=task["width"])
     finetune_lr = args.finetune_lr or task.get("finetune_lr")
     finetune_config = dataclasses.replace(config, lr=finetune_lr) if finetune_lr else config
     adapter = Adapter(data=data, train_config=finetune_config)
-    epochs = 1 if args.quick else args.finetune_epochs
-    gates_knobs = {**task.get("gates", {}), **dict(args.gates_set)}
     dense_fields = measured_fields(dense, data, suffix="_dense")
     dense_fields["train_seconds_dense"] = dense_seconds
-    wanted = args.methods.split(",")
     common = {"task": recipe_name, "seed": seed, "model": task["model"], "data": task["data"]}
 
     def record(method: str, model, seconds: float, variant: str = "", **extra) -> dict:
@@ -348,11 +350,9 @@ def run_task(name: str, seed: int, args) -> None:
 
     record("dense", dense, 0.0)
     gates_model = None
-    if any(m.startswith("gates") for m in wanted) or any(m.startswith("torch-pruning") for m in wanted):
-        from netrazor.methods.gates import GatesMethod
-
+    if gates is not None:
         started = time.perf_counter()
-        gates_model, gates_record = GatesMethod(**{**gates_knobs, "epochs": epochs, "seed": seed}).run(copy.deepcopy(dense), adapter)
+        gates_model, gates_record = gates.run(copy.deepcopy(dense), adapter)
         gates_seconds = time.perf_counter() - started
         if "gates" in wanted:
             gates_rec = record("gates", gates_model, gates_seconds, gates_knobs=gates_knobs,
@@ -413,6 +413,17 @@ def run_task(name: str, seed: int, args) -> None:
                          variant=suffix, sparsity=sparsity, density=density, finetune_epochs=chain_epochs,
                          finetune_epochs_split={"gates": epochs, "evolution": cycles * evo_epochs}, **info)
             _artifact_bytes(rec, info, args, seed, suffix)
+
+
+def _gates_method(knobs: dict, epochs: int, seed: int):
+    """The gates contender with ``knobs`` (the task's, then ``--gates-set``); a knob GatesMethod does not have, or
+    a value it refuses, stops the run naming the knob."""
+    from netrazor.methods.gates import GatesMethod
+
+    try:
+        return GatesMethod(**{**knobs, "epochs": epochs, "seed": seed})
+    except (TypeError, ValueError) as err:  # an unknown knob is a TypeError naming it
+        raise SystemExit(f"gates knobs {knobs}: {err}; see docs/methods/gates.md for GatesMethod's knobs") from err
 
 
 def _artifact_bytes(rec: dict, info: dict, args, seed: int, variant: str = "") -> None:

@@ -156,4 +156,14 @@ def test_gates_knobs_finetune_lr_and_tag_reach_every_contender(tmp_path, monkeyp
     assert gates["extra"]["removed_sections"] == ["layer9"]  # what the method reported it removed
     with pytest.raises(SystemExit):
         compare.parse_args(["--gates-set", "kappa"])  # not KEY=VALUE
+
+
+def test_a_mistyped_gates_knob_stops_before_the_dense_model_trains(tmp_path, monkeypatch):
+    _stand_ins(monkeypatch, gates=False)
+    trained = []
+    monkeypatch.setattr(compare, "dense_model", lambda *a, **k: trained.append(1))
+    args = compare.parse_args(["--quick", "--methods", "gates", "--gates-set", "kapa=1", "--results", str(tmp_path)])
+    with pytest.raises(SystemExit, match="kapa"):
+        compare.run_task("mnist-lenet5", 0, args)
+    assert not trained and not list(tmp_path.iterdir())
     assert compare.TASKS["cifar10-resnet20"]["gates"]["layers"] is True  # ResNet-20 gates whole sections
