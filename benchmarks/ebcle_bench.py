@@ -34,7 +34,8 @@ Reduced schedules (2 shared CPU cores; docs/methods/ebcle.md):
   --keep/--budget/--round-to  the shaping variant (shape()'s knobs; --round-to 1,8 with --paired-only
               times one shaped model per rounding against the deep model in the same rounds). Variants other
               than the default (keep params, budget 1, no rounding) tag their file names, e.g.
-              ``ebcle-width-seed0.json``/``dense-width-seed0.json``, ``ebcle-paired-steps-r1-8.json``.
+              ``ebcle-width-seed0.json``/``dense-width-seed0.json``, ``ebcle-paired-steps-r1-8.json``; a schedule
+              other than 3 epochs on 10 000 images adds ``-e<epochs>``/``-n<train size>`` (``-n0``: all images).
 Timings: one thread (``torch.set_num_threads(1)``), deep and shaped trained back to back within a
 seed so that both see the same machine load; compare them as ratios, never as absolute numbers.
 """
@@ -121,6 +122,12 @@ def record_tag(args) -> str:
     rounds = args.round_to
     if rounds != [1]:
         tag += "-r" + "-".join(str(r) for r in rounds)
+    # A schedule other than the default (3 epochs on 10 000 images) is part of the name too, so a longer
+    # run sits beside the short one's records instead of replacing them.
+    if args.epochs is not None and args.epochs != 3 and not args.quick:
+        tag += f"-e{args.epochs}"
+    if args.train_size is not None and args.train_size != 10000 and not args.quick:
+        tag += f"-n{args.train_size}"
     return tag
 
 
@@ -241,7 +248,8 @@ def run(args) -> list[Path]:
         torch.manual_seed(seed)
         dense = build_model(deep, **build_kw)
         d = train_and_measure(dense, data, config)
-        save_model(dense, Path(args.cache) / f"{task}-e{epochs}-seed{seed}{suffix}")  # re-probe with other knobs later
+        images = "" if args.train_size in (None, 10000) else f"-n{args.train_size}"
+        save_model(dense, Path(args.cache) / f"{task}-e{epochs}{images}-seed{seed}{suffix}")  # re-probe with other knobs later
         px, py = probe_batch(data, args.probe_images, with_labels=True)
         report = identity_probe(dense, px, labels=py)
         bound_blocks = sum(r["conv_depth"] <= bound for r in report.rows)

@@ -14,6 +14,11 @@ def test_record_tags_keep_the_default_names_and_separate_variants():
     assert tag("--keep", "width") == "-width"
     assert tag("--keep", "flops", "--budget", "0.5") == "-flops-b0.5"
     assert tag("--round-to", "1,8") == "-r1-8"
+    # a longer schedule never overwrites the 3-epoch, 10 000-image records
+    assert tag("--epochs", "3", "--train-size", "10000") == ""
+    assert tag("--keep", "flops", "--budget", "0.7", "--round-to", "16", "--epochs", "8", "--train-size", "15000") \
+        == "-flops-b0.7-r16-e8-n15000"
+    assert tag("--train-size", "0") == "-n0"
 
 
 def test_shaped_kwargs_rebuild_the_rounded_model():
