@@ -14,6 +14,9 @@ last stage hands that model on); ``val_error`` is the same model on the validati
 choice inside the recipe was made on validation data only). ``compress_seconds`` is the sum of the
 stages' own times (a resumed run keeps them). The run folder is ``<--run-root>/compress-<recipe>-seed<N>``;
 an existing complete run of the same recipe is reused (``--fresh`` deletes it first).
+``--fork-from RUN --reuse N`` starts the run folder from the first N stages of another run of a recipe
+that shares them (``netrazor.pipeline.fork_run`` checks they are identical): variants of a recipe's
+later stages then cost only those stages.
 
 Targets (issue 8): LeNet-5-Caffe >= 300x at <= 1.0 % test error; LeNet-300-100 >= 70x at <= 1.8 %.
 """
@@ -26,7 +29,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from netrazor.pipeline import compress, load_recipe
+from netrazor.pipeline import compress, fork_run, load_recipe
 from netrazor.pipeline.runner import load_recipe_data
 from netrazor.pipeline.records import make_record, write_record
 
@@ -100,7 +103,13 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--run-root", default="runs/bench-compress", help="where the run folder goes")
     ap.add_argument("--fresh", action="store_true", help="delete this recipe+seed's run folder first")
     ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument("--fork-from", default=None,
+                    help="a run folder whose first --reuse stages this recipe shares (checked): they are copied, "
+                         "not recomputed (variants of a recipe's later stages)")
+    ap.add_argument("--reuse", type=int, default=0, help="with --fork-from: the number of leading stages to reuse")
     args = ap.parse_args(argv)
+    if (args.fork_from is None) != (args.reuse == 0):
+        ap.error("--fork-from and --reuse go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     recipe = load_recipe(args.recipe)
@@ -108,6 +117,8 @@ def main(argv: list[str] | None = None) -> Path:
     run_dir = Path(args.run_root) / f"compress-{recipe.name}-seed{recipe.seed}"
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
+    if args.fork_from and not run_dir.exists():
+        fork_run(args.fork_from, run_dir, recipe, args.reuse)
     data = load_recipe_data(recipe)  # once, for the run and for the latency check
     result = compress(recipe, run_dir, data=data)
     record = build_record(recipe, result)

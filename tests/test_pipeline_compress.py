@@ -130,3 +130,37 @@ def test_failed_compress_ends_the_tracked_run_as_failed(tmp_path, data, monkeypa
     with pytest.raises(RuntimeError):
         compress(parse_recipe(RECIPE), tmp_path / "run", data=data, latency=False, loggers=[logger])
     assert MlflowClient(uri).get_run(logger.run_id).info.status == "FAILED"
+
+
+def test_a_fork_reuses_the_shared_stages_and_ends_with_the_bytes_of_a_full_run(tmp_path, data, monkeypatch):
+    from netrazor.pipeline import fork_run
+
+    compress(parse_recipe(RECIPE), tmp_path / "base", data=data, latency=False)
+    variant = parse_recipe(RECIPE.replace("bits: 4", "bits: 3").replace("tiny-synthetic", "tiny-3bit"))
+    full = compress(variant, tmp_path / "full", data=data, latency=False)
+
+    ran = []
+    real_run_stage = runner.run_stage
+    monkeypatch.setattr(runner, "run_stage", lambda kind, *a: (ran.append(kind), real_run_stage(kind, *a))[1])
+    fork_run(tmp_path / "base", tmp_path / "fork", variant, 1)
+    forked = compress(variant, tmp_path / "fork", data=data, latency=False)
+    assert ran == ["quantise", "pack"]  # the train stage was copied, not run again
+    assert (tmp_path / "fork" / "stage-2-pack" / "model.nrz").read_bytes() == \
+        (tmp_path / "full" / "stage-2-pack" / "model.nrz").read_bytes()
+    assert forked.summary["test_error"] == full.summary["test_error"]
+
+
+def test_a_fork_refuses_stages_that_are_not_the_recipes_own(tmp_path, data):
+    from netrazor.pipeline import fork_run
+
+    compress(parse_recipe(RECIPE), tmp_path / "base", data=data, latency=False)
+    variant = parse_recipe(RECIPE.replace("bits: 4", "bits: 3"))
+    with pytest.raises(RecipeError, match=r"stage 1 differs.*--reuse 1"):
+        fork_run(tmp_path / "base", tmp_path / "a", variant, 2)
+    with pytest.raises(RecipeError, match="seed"):
+        fork_run(tmp_path / "base", tmp_path / "b", parse_recipe(RECIPE.replace("seed: 3", "seed: 4")), 1)
+    with pytest.raises(RecipeError, match="3 completed stage"):
+        fork_run(tmp_path / "base", tmp_path / "c", variant, 4)
+    fork_run(tmp_path / "base", tmp_path / "d", variant, 1)
+    with pytest.raises(RecipeError, match="not empty"):
+        fork_run(tmp_path / "base", tmp_path / "d", variant, 1)

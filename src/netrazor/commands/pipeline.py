@@ -39,12 +39,17 @@ def _pct(x) -> str:
 
 
 def run_compress(recipe_name: str, run_dir: Optional[Path], latency: bool,
-                 tensorboard: Optional[Path] = None, mlflow: Optional[str] = None) -> Path:
+                 tensorboard: Optional[Path] = None, mlflow: Optional[str] = None,
+                 fork_from: Optional[Path] = None, reuse: int = 0) -> Path:
     from netrazor.commands.progress import progress_renderer
-    from netrazor.pipeline import compress, load_recipe, write_report
+    from netrazor.pipeline import compress, fork_run, load_recipe, write_report
+    from netrazor.pipeline.runner import default_run_dir
     from netrazor.train.tracking import tracking_callbacks
 
     recipe = load_recipe(recipe_name)
+    if fork_from is not None:
+        run_dir = fork_run(fork_from, run_dir or default_run_dir(recipe), recipe, reuse)
+        console.print(f"reusing stages 0-{reuse - 1} of {fork_from}")
     # built before any work so a missing package fails at once (ConfigError with the pip hint)
     loggers = tracking_callbacks(tensorboard=tensorboard, mlflow=mlflow, run_name=recipe.name)
     console.print(f"[bold]recipe[/] {recipe.name}: {recipe.description}")
@@ -74,6 +79,12 @@ def register(app: typer.Typer) -> None:
         mlflow: Optional[str] = typer.Option(None, "--mlflow",
                                              help="Also log them to MLflow at this tracking URI, e.g. "
                                                   "sqlite:///mlflow.db (needs `pip install mlflow`)."),
+        fork_from: Optional[Path] = typer.Option(None, "--fork-from",
+                                                 help="Start from a finished (or partial) run of a recipe that shares "
+                                                      "this one's first stages: they are copied, not recomputed. "
+                                                      "Needs --reuse."),
+        reuse: int = typer.Option(0, "--reuse", help="With --fork-from: how many leading stages to reuse; each must "
+                                                     "be identical in both recipes (checked)."),
     ) -> None:
         """Run a recipe end to end and hand back the smaller model, the .nrz artifact and a report.
 
@@ -81,8 +92,14 @@ def register(app: typer.Typer) -> None:
         when you run the same command again. With --tensorboard/--mlflow, epochs are logged as
         `stage-<i>-<kind>/<metric>` on one pipeline-wide step axis and each stage's params, MACs,
         bytes, val error and latency as `stage/<metric>` (step = stage number).
+
+        To try another setting of the later stages (e.g. other evolution targets), write a variant
+        recipe and fork: `netrazor compress variant.yaml --fork-from runs/compress-<recipe>-seed0 --reuse 1`
+        copies stage 0 and runs the rest.
         """
-        run_compress(recipe, run_dir, latency, tensorboard, mlflow)
+        if (fork_from is None) != (reuse == 0):
+            raise typer.BadParameter("--fork-from and --reuse go together: --fork-from RUN --reuse N.")
+        run_compress(recipe, run_dir, latency, tensorboard, mlflow, fork_from, reuse)
 
     @app.command()
     def report(

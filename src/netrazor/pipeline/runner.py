@@ -204,6 +204,46 @@ def compress(
 
 
 
+def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: int) -> Path:
+    """Start ``run_dir`` for ``recipe`` with the first ``stages`` completed stages of the run in ``source``.
+
+    For variants of a recipe's later stages (other evolution targets, bit widths, ...): the shared
+    prefix is copied instead of recomputed. It is only reused when it is what ``recipe`` itself would
+    compute — same data, model, seed and training overrides, and the same kind and parameters for
+    each of those stages (every stage is seeded from the recipe seed and its index) — else
+    ``RecipeError`` names the difference. ``compress(recipe, run_dir)`` then runs the rest.
+    """
+    import shutil
+
+    source, run_dir = Path(source), Path(run_dir)
+    state = read_json(source / STATE_FILE)
+    completed = state.get("completed") or []
+    if stages < 1 or stages > len(completed):
+        raise RecipeError(f"{source} has {len(completed)} completed stage(s); cannot reuse {stages}. "
+                          f"Pass --reuse between 1 and {len(completed)}.")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RecipeError(f"{run_dir} already exists and is not empty; pass another run folder or delete it.")
+    theirs, ours = _what_runs(state.get("recipe") or {}), _what_runs(recipe.model_dump(mode="json"))
+    for key in sorted((set(theirs) | set(ours)) - {"name", "stages"}):
+        if theirs.get(key) != ours.get(key):
+            raise RecipeError(f"{source} was run with {key} = {theirs.get(key)!r}, this recipe has {ours.get(key)!r}: "
+                              "its stages are not this recipe's. Fork from a run of the same "
+                              f"{key}, or run the recipe from the start.")
+    for index in range(stages):
+        mine = ours["stages"][index] if index < len(ours["stages"]) else None
+        if mine != theirs["stages"][index]:
+            raise RecipeError(f"stage {index} differs: {source} ran {theirs['stages'][index]}, this recipe has {mine}. "
+                              f"Reuse only the stages before the first changed one (--reuse {index}).")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for entry in completed[:stages]:
+        folder = Path(entry["model"]).parent
+        shutil.copytree(source / folder, run_dir / folder)
+    write_json(run_dir / STATE_FILE, {"recipe": recipe.model_dump(mode="json"), "completed": completed[:stages],
+                                      "forked_from": {"run": str(source), "stages": stages}})
+    log.info("forked %s from %s: stages 0-%d reused", run_dir, source, stages - 1)
+    return run_dir
+
+
 def _what_runs(recipe_json: dict) -> dict:
     """The parts of a recipe that change results (its description and expectations do not)."""
     return {k: v for k, v in recipe_json.items() if k not in ("description", "expected")}
