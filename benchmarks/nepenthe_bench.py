@@ -20,7 +20,7 @@ Schedules (reduced to fit a few CPU hours on 2 cores; docs/methods/nepenthe.md):
                     (default 20); methods as above.
   layer-folding     trains rounds x retrain_epochs - 1 epochs with the penalty, then 1 fine-tune
                     epoch: the same epoch budget as the other two.
-  --order, --approx-fold, --temperature, --zeta, --layer-cap, --backtrack: the methods' knobs; --tag names the record
+  --order, --approx-fold, --residual, --temperature, --zeta, --layer-cap, --backtrack: the methods' knobs; --tag names the record
                     <method><tag>-seed<N>.json so variants do not overwrite the default run.
   --quick           width x0.25, 6000 training / 2000 validation images, 3 dense epochs, 3 rounds:
                     shows the pipeline end to end in minutes; its numbers are not the claim.
@@ -71,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--zeta", type=float, default=None, help="NEPENTHE's pruned fraction per round (default: the method's, 0.5)")
     p.add_argument("--layer-cap", type=float, default=None, help="NEPENTHE's largest fraction of a layer pruned per round (default: the method's, 1 = EGP)")
     p.add_argument("--backtrack", type=int, default=None, help="NEPENTHE's retries of a round below delta with zeta halved (default: the method's)")
+    p.add_argument("--residual", choices=("linearise", "drop"), default=None,
+                   help="EASIER on residual nets: linearise the chosen rectifier (default) or drop the residual branch "
+                        "holding it (EasierMethod.residual)")
     p.add_argument("--tag", default="", help="suffix of the record's method name; write --tag=-T10 (a value starting with - needs the =)")
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--cache", default="runs/bench-dense")
@@ -116,6 +119,10 @@ def main(argv=None) -> Path:
         knobs.update({k: v for k, v in nep if v is not None})
     elif any(v is not None for v in (args.temperature, args.zeta, args.layer_cap, args.backtrack)):
         raise SystemExit("--temperature/--zeta/--layer-cap/--backtrack are NEPENTHE's knobs")
+    if args.residual is not None:
+        if args.method != "easier":
+            raise SystemExit("--residual is EASIER's knob")
+        knobs["residual"] = args.residual
     if args.method == "layer-folding":
         knobs.update(train_epochs=max(1, rounds * args.retrain_epochs - 1), finetune_epochs=1)
     else:

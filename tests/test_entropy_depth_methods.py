@@ -292,3 +292,58 @@ def test_layer_folding_guard_folds_by_decreasing_alpha_while_within_delta():
     unguarded = LayerFoldingMethod(penalty=5.0, alpha_init=0.2, train_epochs=3, delta=0.15, guard=False, **FAST)
     _, rec2 = unguarded.run(mlp(), ad)
     assert len(rec2["linearised"]) == 2 and not rec2["within_delta"]
+
+
+def tiny_resnet():
+    from netrazor.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("resnet20", num_classes=4, in_channels=1, input_size=8, width_mult=0.25)
+
+
+def test_easier_drop_mode_removes_the_lowest_entropy_branch_and_its_idle_rectifier():
+    from netrazor.methods.entropy_depth.easier import residual_branch_of
+    data = bundle()
+    ad = adapter(data, epochs=1)
+    model = tiny_resnet()
+    assert residual_branch_of(model, "layer2.1.branch.relu1") == "layer2.1.branch"
+    assert residual_branch_of(model, "layer2.1.relu") is None and residual_branch_of(model, "stem.relu") is None
+    ent = rectifier_entropy(model, data, split="train")
+    branch_rects = [n for n in ent if ".branch." in n]
+    lowest = min(branch_rects, key=lambda n: (ent[n].entropy, branch_rects.index(n)))
+    convs = lambda m: sum(isinstance(x, nn.Conv2d) for x in m.modules())
+    convs_before = convs(model)
+    out, rec = EasierMethod(delta=1.0, rounds=1, residual="drop", approx_fold="off", **FAST).run(model, ad)
+    block = lowest.rsplit(".branch.", 1)[0]
+    assert rec["dropped_branches"] == [f"{block}.branch"]
+    # surgery hands back a traced module; the branch's two convs are gone from it
+    projection = not isinstance(model.get_submodule(f"{block}.shortcut"), nn.Identity)
+    assert convs(out) == convs_before - 2
+    # the branch's ReLU left with it; an identity-shortcut block's output ReLU became the identity
+    assert len(rec["rectifiers_after"]) == len(rec["rectifiers_before"]) - (1 if projection else 2)
+    assert rec["rounds"][0]["because_of"] == lowest and rec["rounds"][0]["accepted"]
+
+
+def test_easier_drop_mode_keeps_a_branch_whose_removal_breaks_delta_and_tries_the_next(monkeypatch):
+    data = bundle()
+    ad = adapter(data, epochs=1)
+    method = EasierMethod(delta=0.05, rounds=2, residual="drop", approx_fold="off", **FAST)
+    real_evaluate = method.evaluate
+    calls = []
+
+    def evaluate(model, adapter_):  # the first round's drop "costs" all accuracy
+        calls.append(1)
+        out = real_evaluate(model, adapter_)
+        return {**out, "val_accuracy": 0.0} if len(calls) == 2 else out
+
+    monkeypatch.setattr(method, "evaluate", evaluate)
+    out, rec = method.run(tiny_resnet(), ad)
+    first, second = rec["rounds"]
+    assert not first["accepted"] and second["dropped"] != first["dropped"]
+    assert first["dropped"] not in rec["dropped_branches"] and rec["dropped_branches"] == [second["dropped"]]
+    assert len(rec["rectifiers_after"]) < len(rec["rectifiers_before"])  # the second drop stayed
+
+
+def test_easier_refuses_an_unknown_residual_mode():
+    with pytest.raises(ValueError, match="residual"):
+        EasierMethod(residual="fold")

@@ -10,6 +10,15 @@ model before the round; if that round breaks δ it is retried without the fold. 
 ``delta`` below dense, keeping the last model within delta. [REC] Ties go to the earlier layer;
 the entropy split and the retraining recipe are shared with NEPENTHE so the two compare on the
 same footing.
+
+[REC] ``residual="drop"``: on a residual net a linearised branch still runs its convs (two 3×3
+convs compose to a 5×5, which costs more, not less), so depth only leaves with the whole branch.
+In this mode the candidates are the rectifiers inside residual branches (zoo layout: a block with
+``branch`` and ``shortcut``); the branch holding the lowest-entropy one is removed
+(``ZeroBranch``: the block computes ``relu(shortcut(x))``), and the rectifiers this makes the
+identity are dropped (``gates.sections.drop_idle_rectifiers``; with an identity shortcut the
+block's output ReLU goes too). A drop that breaks δ is rolled back and that branch is kept;
+the next round tries the next candidate, until ``rounds`` rounds or no candidate is left.
 """
 
 from __future__ import annotations
@@ -23,10 +32,12 @@ from torch import nn
 
 from netrazor.errors import SurgeryError
 from netrazor.methods.entropy_depth.approx import distill_loss, fold_around
-from netrazor.methods.entropy_depth.common import DepthKnobs, entropy_table
+from netrazor.methods.entropy_depth.common import DepthKnobs, KnobError, entropy_table
 from netrazor.methods.entropy_depth.entropy import find_rectifiers
 from netrazor.methods.entropy_depth.graph import link_rectifiers
 from netrazor.methods.entropy_depth.linearise import linearise
+from netrazor.methods.gates.sections import drop_idle_rectifiers
+from netrazor.methods.gates.structures import ZeroBranch
 from netrazor.surgery.foldable import foldable_rectifiers
 
 log = logging.getLogger(__name__)
@@ -37,6 +48,12 @@ class EasierMethod(DepthKnobs):
     """EASIER: one rectifier linearised per round, lowest entropy first. ``rounds`` caps the count."""
 
     rounds: int = 100
+    residual: str = "linearise"
+
+    def _check(self) -> None:
+        super()._check()
+        if self.residual not in ("linearise", "drop"):
+            raise KnobError(f"residual must be 'linearise' or 'drop', got {self.residual!r}.")
 
     def fold_tiers(self, model: nn.Module, adapter: Any, active: list[str]) -> tuple[dict[str, int], dict[str, str]]:
         """Ranks (0 first) and the fold each rectifier's linearisation allows ("exact"/"approximate").
@@ -54,6 +71,8 @@ class EasierMethod(DepthKnobs):
         return {n: 0 if n in foldable else 1 for n in active}, foldable
 
     def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
+        if self.residual == "drop":
+            return self._run_dropping_branches(model, adapter)
         record = self.start(model, adapter, "easier")
         links = link_rectifiers(model)
         floor = record["val_accuracy_dense"] - self.delta
@@ -112,3 +131,53 @@ class EasierMethod(DepthKnobs):
         record["final_entropy"] = {n: e.summary() for n, e in ent.items()}
         record["inexact_channels"] = inexact
         return self.close(model, adapter, record)
+
+    def _run_dropping_branches(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict[str, Any]]:
+        """``residual="drop"`` (module docstring): one residual branch removed per round, lowest entropy first."""
+        record = self.start(model, adapter, "easier")
+        floor = record["val_accuracy_dense"] - self.delta
+        best = copy.deepcopy(model)
+        kept: set[str] = set()  # branches whose removal broke delta
+        record["dropped_branches"] = []
+        for rnd in range(1, self.rounds + 1):
+            ent = self.measure_entropy(model, adapter)
+            candidates = {}
+            for name, _ in find_rectifiers(model):
+                branch = residual_branch_of(model, name)
+                if name in ent and branch is not None and branch not in kept:
+                    candidates[name] = branch
+            if not candidates:
+                break
+            order = list(candidates)
+            target = min(order, key=lambda n: (ent[n].entropy, order.index(n)))
+            branch = candidates[target]
+            model.set_submodule(branch, ZeroBranch())
+            idle = drop_idle_rectifiers(model)
+            self.retrain(model, adapter, self.retrain_epochs)
+            scores = self.evaluate(model, adapter)
+            accepted = scores["val_accuracy"] >= floor
+            record["rounds"].append({"round": rnd, "entropy": entropy_table(ent), "dropped": branch, "because_of": target,
+                                     "idle_rectifiers": idle, "accepted": accepted, **scores})
+            log.info("easier round %d: dropped %s (%s H=%.4f), val %.4f%s", rnd, branch, target, ent[target].entropy,
+                     scores["val_accuracy"], "" if accepted else f" < floor {floor:.4f}: rolled back, branch kept")
+            if not accepted:
+                model = copy.deepcopy(best)
+                kept.add(branch)
+                continue
+            record["dropped_branches"].append(branch)
+            record["linearised"].extend([target, *idle])
+            best = copy.deepcopy(model)
+        ent = self.measure_entropy(model, adapter) if find_rectifiers(model) else {}
+        record["final_entropy"] = {n: e.summary() for n, e in ent.items()}
+        record["inexact_channels"] = 0
+        return self.close(model, adapter, record)
+
+
+def residual_branch_of(model: nn.Module, rectifier: str) -> str | None:
+    """The residual branch holding ``rectifier`` (zoo layout: ``<block>.branch.…`` in a block that
+    also has a ``shortcut``), or None."""
+    parts = rectifier.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] == "branch" and hasattr(model.get_submodule(".".join(parts[:i])), "shortcut"):
+            return ".".join(parts[: i + 1])
+    return None
