@@ -143,6 +143,7 @@ def test_a_fork_reuses_the_shared_stages_and_ends_with_the_bytes_of_a_full_run(t
     real_run_stage = runner.run_stage
     monkeypatch.setattr(runner, "run_stage", lambda kind, *a: (ran.append(kind), real_run_stage(kind, *a))[1])
     fork_run(tmp_path / "base", tmp_path / "fork", variant, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "fork", "full"]  # no staging folder left
     forked = compress(variant, tmp_path / "fork", data=data, latency=False)
     assert ran == ["quantise", "pack"]  # the train stage was copied, not run again
     assert (tmp_path / "fork" / "stage-2-pack" / "model.nrz").read_bytes() == \
@@ -157,6 +158,8 @@ def test_a_fork_refuses_stages_that_are_not_the_recipes_own(tmp_path, data):
     variant = parse_recipe(RECIPE.replace("bits: 4", "bits: 3"))
     with pytest.raises(RecipeError, match=r"stage 1 differs.*--reuse 1"):
         fork_run(tmp_path / "base", tmp_path / "a", variant, 2)
+    with pytest.raises(RecipeError, match="stage 0 differs.*from the start"):
+        fork_run(tmp_path / "base", tmp_path / "e", parse_recipe(RECIPE.replace("train: {}", "train: {epochs: 1}")), 1)
     with pytest.raises(RecipeError, match="seed"):
         fork_run(tmp_path / "base", tmp_path / "b", parse_recipe(RECIPE.replace("seed: 3", "seed: 4")), 1)
     with pytest.raises(RecipeError, match="3 completed stage"):

@@ -232,14 +232,21 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
     for index in range(stages):
         mine = ours["stages"][index] if index < len(ours["stages"]) else None
         if mine != theirs["stages"][index]:
-            raise RecipeError(f"stage {index} differs: {source} ran {theirs['stages'][index]}, this recipe has {mine}. "
-                              f"Reuse only the stages before the first changed one (--reuse {index}).")
-    run_dir.mkdir(parents=True, exist_ok=True)
+            fix = f"reuse only the stages before it (--reuse {index})" if index else "run the recipe from the start"
+            raise RecipeError(f"stage {index} differs: {source} ran {theirs['stages'][index]}, this recipe has {mine}; {fix}.")
+    # Built beside the target and renamed into place: an interrupted copy never leaves a run folder
+    # whose stage folders (with their training checkpoints) a later run would resume from.
+    staging = run_dir.with_name(run_dir.name + ".fork-partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     for entry in completed[:stages]:
         folder = Path(entry["model"]).parent
-        shutil.copytree(source / folder, run_dir / folder)
-    write_json(run_dir / STATE_FILE, {"recipe": recipe.model_dump(mode="json"), "completed": completed[:stages],
+        shutil.copytree(source / folder, staging / folder)
+    write_json(staging / STATE_FILE, {"recipe": recipe.model_dump(mode="json"), "completed": completed[:stages],
                                       "forked_from": {"run": str(source), "stages": stages}})
+    if run_dir.exists():
+        run_dir.rmdir()  # empty (checked above)
+    staging.rename(run_dir)
     log.info("forked %s from %s: stages 0-%d reused", run_dir, source, stages - 1)
     return run_dir
 
