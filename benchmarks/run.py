@@ -65,9 +65,10 @@ FULL = [
     ("ebcle-fashion-mnist", "ebcle_bench", ["--data", "fashion-mnist"]),
     ("ebcle-cifar10", "ebcle_bench", ["--data", "cifar10"]),
     # the claim on a longer schedule, broader at 0.7x the MACs with channels in multiples of 16 (docs/methods/ebcle.md)
-    ("ebcle-fashion-mnist-flops-b0.7-r16-e8", "ebcle_bench", ["--data", "fashion-mnist", "--deep", "resnet32", "--seeds", "0,1,2",
-                                                             "--epochs", "8", "--train-size", "15000", "--keep", "flops",
-                                                             "--budget", "0.7", "--round-to", "16"]),
+    *[(f"ebcle-{d}-flops-b0.7-r16-e8", "ebcle_bench", ["--data", d, "--deep", "resnet32", "--seeds", seeds, "--epochs", "8",
+                                                      "--train-size", "15000", "--keep", "flops", "--budget", "0.7",
+                                                      "--round-to", "16"])
+      for d, seeds in (("fashion-mnist", "0,1,2,3,4"), ("mnist", "0,1,2"))],
     # issue 10 side by side: every contender on the LeNets (3 seeds) and VGG-11 (seed 0); gates and Torch-Pruning at
     # equal MACs on VGG-11 seeds 1-2; on ResNet-20 gates removes residual sections at two κ, 2 fine-tune epochs each
     ("compare", "compare", ["--tasks", "mnist-lenet300,mnist-lenet5", "--seeds", "0,1,2"]),
