@@ -61,6 +61,8 @@ FULL = [
     # EASIER removing whole residual branches instead of linearising (docs/methods/nepenthe.md, session 9)
     ("easier-drop-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", "easier", "--residual", "drop",
                                                         "--tag=-e20-drop"]),
+    ("easier-drop-r2-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", "easier", "--residual", "drop",
+                                                           "--retrain-epochs", "2", "--tag=-e20-drop-r2"]),
     ("ebcle-mnist", "ebcle_bench", ["--data", "mnist"]),
     ("ebcle-fashion-mnist", "ebcle_bench", ["--data", "fashion-mnist"]),
     ("ebcle-cifar10", "ebcle_bench", ["--data", "cifar10"]),
