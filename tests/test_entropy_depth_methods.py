@@ -308,6 +308,9 @@ def test_easier_drop_mode_removes_the_lowest_entropy_branch_and_its_idle_rectifi
     model = tiny_resnet()
     assert residual_branch_of(model, "layer2.1.branch.relu1") == "layer2.1.branch"
     assert residual_branch_of(model, "layer2.1.relu") is None and residual_branch_of(model, "stem.relu") is None
+    no_shortcut = nn.Module()  # a MobileNetV2-style block without a shortcut: removing its branch would cut the net
+    no_shortcut.branch, no_shortcut.shortcut = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU()), None
+    assert residual_branch_of(nn.Sequential(no_shortcut), "0.branch.1") is None
     ent = rectifier_entropy(model, data, split="train")
     branch_rects = [n for n in ent if ".branch." in n]
     lowest = min(branch_rects, key=lambda n: (ent[n].entropy, branch_rects.index(n)))

@@ -35,6 +35,7 @@ from netrazor.methods.entropy_depth.approx import distill_loss, fold_around
 from netrazor.methods.entropy_depth.common import DepthKnobs, KnobError, entropy_table
 from netrazor.methods.entropy_depth.entropy import find_rectifiers
 from netrazor.methods.entropy_depth.graph import link_rectifiers
+from netrazor.methods.ebcle.probe import is_residual_block
 from netrazor.methods.entropy_depth.linearise import linearise
 from netrazor.methods.gates.sections import drop_idle_rectifiers
 from netrazor.methods.gates.structures import ZeroBranch
@@ -174,10 +175,10 @@ class EasierMethod(DepthKnobs):
 
 
 def residual_branch_of(model: nn.Module, rectifier: str) -> str | None:
-    """The residual branch holding ``rectifier`` (zoo layout: ``<block>.branch.…`` in a block that
-    also has a ``shortcut``), or None."""
+    """The residual branch holding ``rectifier`` (``<block>.branch.…`` of a residual block in the zoo
+    layout, ``ebcle.probe.is_residual_block``: a block without a shortcut cannot lose its branch), or None."""
     parts = rectifier.split(".")
     for i in range(len(parts) - 1, 0, -1):
-        if parts[i] == "branch" and hasattr(model.get_submodule(".".join(parts[:i])), "shortcut"):
+        if parts[i] == "branch" and is_residual_block(model.get_submodule(".".join(parts[:i]))):
             return ".".join(parts[: i + 1])
     return None
