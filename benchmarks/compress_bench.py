@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> Path:
     run_dir = Path(args.run_root) / f"compress-{recipe.name}-seed{recipe.seed}"
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    if args.fork_from and not run_dir.exists():
+    if args.fork_from:  # a fork made before is resumed as it is
         fork_run(args.fork_from, run_dir, recipe, args.reuse)
     data = load_recipe_data(recipe)  # once, for the run and for the latency check
     result = compress(recipe, run_dir, data=data)

@@ -165,5 +165,27 @@ def test_a_fork_refuses_stages_that_are_not_the_recipes_own(tmp_path, data):
     with pytest.raises(RecipeError, match="3 completed stage"):
         fork_run(tmp_path / "base", tmp_path / "c", variant, 4)
     fork_run(tmp_path / "base", tmp_path / "d", variant, 1)
-    with pytest.raises(RecipeError, match="not empty"):
-        fork_run(tmp_path / "base", tmp_path / "d", variant, 1)
+    with pytest.raises(RecipeError, match="not empty"):  # a folder this fork did not make
+        fork_run(tmp_path / "base", tmp_path / "d", parse_recipe(RECIPE.replace("bits: 4", "bits: 2")), 1)
+
+
+def test_the_same_fork_again_resumes_the_run_it_made(tmp_path, data, monkeypatch):
+    from netrazor.pipeline import fork_run
+
+    compress(parse_recipe(RECIPE), tmp_path / "base", data=data, latency=False)
+    variant = parse_recipe(RECIPE.replace("bits: 4", "bits: 3"))
+    fork_run(tmp_path / "base", tmp_path / "fork", variant, 1)
+    real_run_stage = runner.run_stage
+
+    def crash_on_pack(kind, *a):
+        if kind == "pack":
+            raise KeyboardInterrupt
+        return real_run_stage(kind, *a)
+
+    monkeypatch.setattr(runner, "run_stage", crash_on_pack)
+    with pytest.raises(KeyboardInterrupt):
+        compress(variant, tmp_path / "fork", data=data, latency=False)
+    monkeypatch.setattr(runner, "run_stage", real_run_stage)
+    fork_run(tmp_path / "base", tmp_path / "fork", variant, 1)  # the command run again: no error, nothing redone
+    resumed = compress(variant, tmp_path / "fork", data=data, latency=False)
+    assert [s["kind"] for s in resumed.stages] == ["train", "quantise", "pack"]

@@ -211,7 +211,8 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
     prefix is copied instead of recomputed. It is only reused when it is what ``recipe`` itself would
     compute — same data, model, seed and training overrides, and the same kind and parameters for
     each of those stages (every stage is seeded from the recipe seed and its index) — else
-    ``RecipeError`` names the difference. ``compress(recipe, run_dir)`` then runs the rest.
+    ``RecipeError`` names the difference. ``compress(recipe, run_dir)`` then runs the rest. Forking
+    again into a run folder this same fork made returns it untouched, so the same command resumes.
     """
     import shutil
 
@@ -221,9 +222,14 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
     if stages < 1 or stages > len(completed):
         raise RecipeError(f"{source} has {len(completed)} completed stage(s); cannot reuse {stages}. "
                           f"Pass --reuse between 1 and {len(completed)}.")
+    theirs, ours = _what_runs(state.get("recipe") or {}), _what_runs(recipe.model_dump(mode="json"))
+    forked_from = {"run": str(source), "stages": stages}
+    if (run_dir / STATE_FILE).exists():
+        mine = read_json(run_dir / STATE_FILE)
+        if mine.get("forked_from") == forked_from and _what_runs(mine.get("recipe") or {}) == ours:
+            return run_dir  # this fork was made before (and maybe interrupted): compress resumes it
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RecipeError(f"{run_dir} already exists and is not empty; pass another run folder or delete it.")
-    theirs, ours = _what_runs(state.get("recipe") or {}), _what_runs(recipe.model_dump(mode="json"))
     for key in sorted((set(theirs) | set(ours)) - {"name", "stages"}):
         if theirs.get(key) != ours.get(key):
             raise RecipeError(f"{source} was run with {key} = {theirs.get(key)!r}, this recipe has {ours.get(key)!r}: "
@@ -243,7 +249,7 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
         folder = Path(entry["model"]).parent
         shutil.copytree(source / folder, staging / folder)
     write_json(staging / STATE_FILE, {"recipe": recipe.model_dump(mode="json"), "completed": completed[:stages],
-                                      "forked_from": {"run": str(source), "stages": stages}})
+                                      "forked_from": forked_from})
     if run_dir.exists():
         run_dir.rmdir()  # empty (checked above)
     staging.rename(run_dir)
