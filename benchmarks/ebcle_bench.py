@@ -126,9 +126,12 @@ def record_tag(args) -> str:
     # run sits beside the short one's records instead of replacing them.
     if args.epochs is not None and args.epochs != 3 and not args.quick:
         tag += f"-e{args.epochs}"
-    if args.train_size is not None and args.train_size != 10000 and not args.quick:
-        tag += f"-n{args.train_size}"
-    return tag
+    return tag + ("" if args.quick else images_tag(args))
+
+
+def images_tag(args) -> str:
+    """``-n<N>`` for a training subset other than the default 10 000 images (records and cached models)."""
+    return "" if args.train_size in (None, 10000) else f"-n{args.train_size}"
 
 
 def _int_list(text: str) -> list[int]:
@@ -248,8 +251,7 @@ def run(args) -> list[Path]:
         torch.manual_seed(seed)
         dense = build_model(deep, **build_kw)
         d = train_and_measure(dense, data, config)
-        images = "" if args.train_size in (None, 10000) else f"-n{args.train_size}"
-        save_model(dense, Path(args.cache) / f"{task}-e{epochs}{images}-seed{seed}{suffix}")  # re-probe with other knobs later
+        save_model(dense, Path(args.cache) / f"{task}-e{epochs}{images_tag(args)}-seed{seed}{suffix}")  # re-probe with other knobs later
         px, py = probe_batch(data, args.probe_images, with_labels=True)
         report = identity_probe(dense, px, labels=py)
         bound_blocks = sum(r["conv_depth"] <= bound for r in report.rows)
