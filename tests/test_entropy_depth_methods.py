@@ -340,8 +340,13 @@ def test_easier_drop_mode_keeps_a_branch_whose_removal_breaks_delta_and_tries_th
         return {**out, "val_accuracy": 0.0} if len(calls) == 2 else out
 
     monkeypatch.setattr(method, "evaluate", evaluate)
+    passes = []
+    real_measure = method.measure_entropy
+    monkeypatch.setattr(method, "measure_entropy", lambda *a: (passes.append(1), real_measure(*a))[1])
     out, rec = method.run(tiny_resnet(), ad)
     first, second = rec["rounds"]
+    assert first["entropy"] == second["entropy"]  # the rolled-back model is the one measured before
+    assert len(passes) == 2  # once for both rounds, once for the final record
     assert not first["accepted"] and second["dropped"] != first["dropped"]
     assert first["dropped"] not in rec["dropped_branches"] and rec["dropped_branches"] == [second["dropped"]]
     assert len(rec["rectifiers_after"]) < len(rec["rectifiers_before"])  # the second drop stayed

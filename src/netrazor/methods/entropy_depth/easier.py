@@ -140,8 +140,10 @@ class EasierMethod(DepthKnobs):
         best = copy.deepcopy(model)
         kept: set[str] = set()  # branches whose removal broke delta
         record["dropped_branches"] = []
+        ent = None
         for rnd in range(1, self.rounds + 1):
-            ent = self.measure_entropy(model, adapter)
+            if ent is None:  # a rolled-back round leaves the model as it was: its entropy still holds
+                ent = self.measure_entropy(model, adapter)
             candidates = {}
             for name, _ in find_rectifiers(model):
                 branch = residual_branch_of(model, name)
@@ -168,6 +170,7 @@ class EasierMethod(DepthKnobs):
             record["dropped_branches"].append(branch)
             record["linearised"].extend([target, *idle])
             best = copy.deepcopy(model)
+            ent = None
         ent = self.measure_entropy(model, adapter) if find_rectifiers(model) else {}
         record["final_entropy"] = {n: e.summary() for n, e in ent.items()}
         record["inexact_channels"] = 0
