@@ -117,12 +117,14 @@ def quantise_and_pack(model, adapter, tolerance: float, path) -> tuple[torch.nn.
 
 def recipe_budget(task: str, dense_epochs: int) -> dict:
     """The training the task's shipped recipe spends, for a Deep-Compression run given the same budget:
-    its epochs in all (gates + evolution fine-tunes + QAT; the recipes pin each), the share left for
+    its epochs in all (teacher + gates + evolution fine-tunes + QAT; the recipes pin each), the share left for
     prune-retrain after the dense model's ``dense_epochs``, and the recipe's bit-search tolerance."""
     from netrazor.pipeline.recipe import load_recipe
 
     recipe = load_recipe(task)
     total, tolerance = 0, None
+    if recipe.teacher is not None and not recipe.teacher.checkpoint:  # a teacher trained in the run is the recipe's too
+        total += int(recipe.teacher.train.get("epochs") or default_config(recipe.model.name, recipe.data.name).epochs)
     for stage in recipe.stages:
         p = stage.params
         if stage.kind in ("train", "gates"):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -61,6 +61,25 @@ class StageSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class TeacherSpec(BaseModel):
+    """The trained model that distilling stages (``gates`` with ``distill_alpha`` > 0) learn from.
+
+    ``train``: overrides of the recipe's training for a dense copy of the recipe's model, trained in the
+    run folder before the first stage that needs it (its epochs count in the recipe's budget);
+    ``checkpoint``: a model saved by netrazor (safetensors + JSON) to use instead of training one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    train: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeacherSpec":
+        if self.checkpoint is not None and self.train:
+            raise ValueError("give `checkpoint` (a trained model) or `train` (how to train one), not both")
+        return self
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -69,6 +88,7 @@ class Recipe(BaseModel):
     model: ModelSpec
     seed: int = 0
     train: dict[str, Any] = Field(default_factory=dict)
+    teacher: TeacherSpec | None = None
     stages: list[StageSpec]
     # What the recipe is expected to give, for the report (never used for decisions).
     expected: dict[str, Any] = Field(default_factory=dict)
@@ -134,8 +154,10 @@ def _fields_for(loc: tuple) -> list[str]:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None) if field else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
+        # an optional section (`teacher: TeacherSpec | None`) names its model inside the union
+        found = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if found:
+            model = found[0]
         else:
             break
     return sorted(model.model_fields)

@@ -28,6 +28,7 @@ from netrazor.methods.base import Adapter
 from netrazor.pipeline.layers import layer_profile
 from netrazor.pipeline.recipe import Recipe
 from netrazor.pipeline.stages import StageContext, run_stage
+from netrazor.pipeline.teacher import TEACHER_DIR, teacher_provider
 from netrazor.pipeline.tracking import PipelineTracker
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def compress(
     tracker = PipelineTracker(loggers)
     progress = tracker.wrap_progress(progress)
     adapter = Adapter(data=data, train_config=config, progress=progress, run_dir=run_dir)
+    teacher = teacher_provider(recipe, adapter, run_dir)
 
     artifacts: dict[str, Any] = {}
     completed: list[dict] = state["completed"]
@@ -154,7 +156,8 @@ def compress(
             stage_dir.mkdir(parents=True, exist_ok=True)
             torch.manual_seed(recipe.seed * 1000 + index)
             tracker.set_stage(index, stage.kind)
-            ctx = StageContext(adapter=adapter, stage_dir=stage_dir, seed=recipe.seed, artifacts=artifacts, progress=progress)
+            ctx = StageContext(adapter=adapter, stage_dir=stage_dir, seed=recipe.seed, artifacts=artifacts, progress=progress,
+                               teacher=teacher)
             log.info("stage %d: %s", index, stage.kind)
             started = time.perf_counter()
             model, stage_record = run_stage(stage.kind, stage.params, model, ctx)
@@ -198,6 +201,8 @@ def compress(
         "bytes": artifacts.get("bytes"),
         "expected": recipe.expected,
     }
+    if (run_dir / TEACHER_DIR / "record.json").exists():
+        summary["teacher"] = read_json(run_dir / TEACHER_DIR / "record.json")
     write_json(run_dir / "summary.json", summary)
     return CompressResult(run_dir=run_dir, model=model, stages=completed, summary=summary, artifacts=artifacts)
 
@@ -248,6 +253,8 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
     for entry in completed[:stages]:
         folder = Path(entry["model"]).parent
         shutil.copytree(source / folder, staging / folder)
+    if (source / TEACHER_DIR / "record.json").exists():  # the same teacher spec (checked above): trained once
+        shutil.copytree(source / TEACHER_DIR, staging / TEACHER_DIR)
     write_json(staging / STATE_FILE, {"recipe": recipe.model_dump(mode="json"), "completed": completed[:stages],
                                       "forked_from": forked_from})
     if run_dir.exists():

@@ -40,6 +40,8 @@ class StageContext:
     seed: int
     artifacts: dict[str, Any] = field(default_factory=dict)
     progress: Callable[..., None] | None = None
+    # the recipe's teacher, built on first call (trained or loaded): only distilling stages pay for it
+    teacher: Callable[[], nn.Module] | None = None
 
 
 def stage_kinds() -> list[str]:
@@ -50,6 +52,15 @@ def method_class(kind: str) -> type:
     # imported on demand: loading every method package up front would slow every CLI command
     module_name, class_name = METHOD_STAGES[kind]
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def distils(kind: str, params: dict) -> bool:
+    """Whether a stage learns from the recipe's teacher: a method whose ``run`` takes ``teacher=``
+    (the contract of distilling methods), with its ``distill_alpha`` knob above 0."""
+    if kind not in METHOD_STAGES:
+        return False
+    takes_teacher = "teacher" in inspect.signature(method_class(kind).run).parameters
+    return takes_teacher and float(params.get("distill_alpha") or 0.0) > 0
 
 
 def _check_params(kind: str, params: dict, allowed: list[str], source: str) -> None:
@@ -96,10 +107,26 @@ def validate_stages(recipe: Any, source: str) -> None:
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise RecipeError(f"{source}: stage {index}: unknown stage `{kind}`. Known: {', '.join(stage_kinds())}.{hint}")
     _check_train_overrides(recipe, source)
+    _check_teacher(recipe, source)
 
 
 def _check_train_overrides(recipe: Any, source: str) -> None:
     _check_params("train (recipe-level)", recipe.train, _train_fields(), source)
+
+
+def _check_teacher(recipe: Any, source: str) -> None:
+    """A distilling stage needs the recipe's ``teacher``; a teacher no stage learns from is a mistake too."""
+    distilling = [f"{i} `{st.kind}`" for i, st in enumerate(recipe.stages) if distils(st.kind, st.params)]
+    teacher = getattr(recipe, "teacher", None)
+    if distilling and teacher is None:
+        raise RecipeError(f"{source}: stage {distilling[0]} distils (distill_alpha > 0) but the recipe has no teacher; "
+                          "add `teacher: {train: {epochs: 20}}` (a dense model trained first) or "
+                          "`teacher: {checkpoint: path/to/model}`, or set distill_alpha: 0.")
+    if teacher is not None and not distilling:
+        raise RecipeError(f"{source}: the recipe has a `teacher` but no stage distils from it; set distill_alpha > 0 "
+                          "on a gates stage or remove `teacher`.")
+    if teacher is not None:
+        _check_params("teacher.train", teacher.train, _train_fields(), source)
 
 
 def run_stage(kind: str, params: dict, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
@@ -110,6 +137,10 @@ def run_stage(kind: str, params: dict, model: nn.Module, ctx: StageContext) -> t
     if kind in METHOD_STAGES:
         method = method_class(kind)(**params)
         adapter = dataclasses.replace(ctx.adapter, run_dir=ctx.stage_dir)
+        if distils(kind, params):
+            if ctx.teacher is None:
+                raise RecipeError(f"stage `{kind}` distils but no teacher was given to the run")
+            return method.run(model, adapter, teacher=ctx.teacher())
         return method.run(model, adapter)
     if kind == "quantise":
         return _quantise(model, params, ctx)
