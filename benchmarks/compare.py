@@ -51,6 +51,7 @@ from benchmarks.render import LATENCY_EFFICIENCY_FLOOR
 from netrazor.data import load_data
 from netrazor.measure import count_macs, count_params, macs_by_module
 from netrazor.methods.base import Adapter
+from netrazor.pipeline.recipe import load_recipe
 from netrazor.pipeline.records import make_record, write_record
 from netrazor.train import default_config
 
@@ -115,13 +116,10 @@ def quantise_and_pack(model, adapter, tolerance: float, path) -> tuple[torch.nn.
     return codec.unpack(path), {"bits": result.bits, "encoded_bytes": report.encoded_bytes, "pack": report.summary_line()}
 
 
-def recipe_budget(task: str, dense_epochs: int) -> dict:
+def recipe_budget(recipe, dense_epochs: int) -> dict:
     """The training the task's shipped recipe spends, for a Deep-Compression run given the same budget:
     its epochs in all (teacher + gates + evolution fine-tunes + QAT; the recipes pin each), the share left for
     prune-retrain after the dense model's ``dense_epochs``, and the recipe's bit-search tolerance."""
-    from netrazor.pipeline.recipe import load_recipe
-
-    recipe = load_recipe(task)
     total, tolerance = 0, None
     if recipe.teacher is not None and not recipe.teacher.checkpoint:  # a teacher trained in the run is the recipe's too
         total += int(recipe.teacher.train.get("epochs") or default_config(recipe.model.name, recipe.data.name).epochs)
@@ -135,8 +133,8 @@ def recipe_budget(task: str, dense_epochs: int) -> dict:
             total += int(p.get("qat_epochs", 0))
             tolerance = p.get("tolerance")
     if total <= dense_epochs:
-        raise ValueError(f"recipe {task} trains {total} epochs in all, no more than the dense model's {dense_epochs}")
-    return {"recipe": task, "recipe_epochs": total, "dense_epochs": dense_epochs,
+        raise ValueError(f"recipe {recipe.name} trains {total} epochs in all, no more than the dense model's {dense_epochs}")
+    return {"recipe": recipe.name, "recipe_epochs": total, "dense_epochs": dense_epochs,
             "finetune_epochs": total - dense_epochs, "tolerance": tolerance}
 
 
@@ -302,25 +300,23 @@ def explain_latency(rec: dict, dense: nn.Module, model: nn.Module, input_shape) 
             "latency_breakdown": breakdown, "latency_reason": {b: latency_reason(part) for b, part in breakdown.items()}}
 
 
-def recipe_training(recipe_name: str, task: dict) -> dict:
+def recipe_training(recipe, task: dict) -> dict:
     """The training overrides of a recipe that set how, not how long, to train (``augment``, ``label_smoothing``
     ...): what a recipe variant changes for every contender. Its epochs are its own budget (``recipe_budget``).
     The variant must train the task's model on the task's data."""
-    from netrazor.pipeline.recipe import load_recipe
-
-    recipe = load_recipe(recipe_name)
     if (recipe.model.name, recipe.data.name) != (task["model"], task["data"]):
-        raise SystemExit(f"--recipe {recipe_name} trains {recipe.model.name or recipe.model.factory} on {recipe.data.name}, "
+        raise SystemExit(f"--recipe {recipe.name} trains {recipe.model.name or recipe.model.factory} on {recipe.data.name}, "
                          f"not the task's {task['model']} on {task['data']}: pass the variant of this task's recipe")
     return {k: v for k, v in recipe.train.items() if k not in ("epochs", "seed")}
 
 
 def run_task(name: str, seed: int, args) -> None:
     task = TASKS[name]
-    recipe_name = args.recipe or name
+    recipe = load_recipe(args.recipe or name)  # the task's shipped recipe, or the variant --recipe names (a name or a path)
+    recipe_name = recipe.name  # records file under it, beside the variant's compress_bench records
     data = load_data(task["data"])
     config = default_config(task["model"], task["data"])
-    overrides = recipe_training(recipe_name, task) if recipe_name != name else {}
+    overrides = recipe_training(recipe, task) if recipe_name != name else {}
     config = dataclasses.replace(config, **overrides)
     dense_epochs = args.dense_epochs or task.get("dense_epochs") or config.epochs
     if args.quick:
@@ -376,7 +372,7 @@ def run_task(name: str, seed: int, args) -> None:
         record("magnitude", model, time.perf_counter() - started, sparsity=task["sparsity"])
     work = f"runs/compare/{recipe_name}-seed{seed}{args.tag}"
     sweep = args.sparsities is not None
-    budget = recipe_budget(recipe_name, dense_epochs) if args.dc_budget == "recipe" else None
+    budget = recipe_budget(recipe, dense_epochs) if args.dc_budget == "recipe" else None
     cycles, evo_epochs = 2, max(1, epochs // 2)
     chain_epochs = epochs + cycles * evo_epochs
     # In a sweep deep-compression gets the chain's whole fine-tuning budget (gates + evolution), so

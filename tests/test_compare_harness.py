@@ -8,6 +8,7 @@ known; data and the dense model are small synthetic stand-ins (no dataset downlo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from benchmarks import compare  # noqa: E402
 from netrazor.data import make_synthetic  # noqa: E402
 from netrazor.measure import count_macs  # noqa: E402
 from netrazor.models import build_model  # noqa: E402
+from netrazor.pipeline.recipe import load_recipe  # noqa: E402
 
 
 class NarrowGates:
@@ -94,7 +96,7 @@ def test_recipe_budget_gives_deep_compression_the_recipes_epochs(tmp_path, monke
     """--dc-budget recipe: dense epochs + prune-retrain epochs = the shipped recipe's epochs in all."""
     _stand_ins(monkeypatch, n_train=64, dense_width=0.3, gates=False)
     monkeypatch.chdir(tmp_path)
-    budget = compare.recipe_budget("mnist-lenet5", 1)
+    budget = compare.recipe_budget(load_recipe("mnist-lenet5"), 1)
     assert budget["recipe_epochs"] == 20 + 4 * 3 and budget["finetune_epochs"] == budget["recipe_epochs"] - 1
     args = compare.parse_args(["--quick", "--methods", "deep-compression", "--dc-budget", "recipe", "--dc-steps", "2",
                                "--sparsities", "0.9", "--results", str(tmp_path / "results")])
@@ -102,6 +104,18 @@ def test_recipe_budget_gives_deep_compression_the_recipes_epochs(tmp_path, monke
     rec = json.loads((tmp_path / "results" / "mnist-lenet5" / "compare-deep-compression-recipe-budget-s0.9-seed0-quick.json").read_text())
     assert rec["extra"]["finetune_epochs"] == budget["finetune_epochs"] and rec["extra"]["steps"] == 2
     assert rec["extra"]["matched_to"] == "recipe" and rec["extra"]["tolerance"] == 0.001
+
+
+def test_recipe_budget_counts_the_epochs_of_a_teacher_the_recipe_trains():
+    """A recipe that trains its own teacher spends those epochs too; a checkpoint teacher costs the run nothing."""
+    from netrazor.pipeline import parse_recipe
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "variants" / "mnist-lenet300-shift-distill0.5.yaml").read_text()
+    plain = compare.recipe_budget(load_recipe("mnist-lenet300-shift"), 20)
+    distilled = compare.recipe_budget(parse_recipe(text), 20)
+    assert distilled["recipe_epochs"] == plain["recipe_epochs"] + 20
+    loaded = compare.recipe_budget(parse_recipe(text.replace("{train: {epochs: 20}}", "{checkpoint: m}")), 20)
+    assert loaded["recipe_epochs"] == plain["recipe_epochs"]
 
 
 def test_recipe_variant_trains_everything_its_way_and_files_under_its_name(tmp_path, monkeypatch):

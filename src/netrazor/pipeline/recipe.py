@@ -15,6 +15,11 @@ Example::
       - gates: {kappa: 1.0}
       - quantise: {tolerance: 0.002}
       - pack: {}
+
+A distilling stage (``gates`` with ``distill_alpha`` > 0) learns from the recipe's ``teacher``::
+
+    teacher: {train: {epochs: 20}}          # a dense copy of the model, trained first in the run
+    teacher: {checkpoint: runs/dense/model} # or a model saved by netrazor
 """
 
 from __future__ import annotations
