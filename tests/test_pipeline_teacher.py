@@ -16,6 +16,8 @@ train: {epochs: 2, batch_size: 32, lr: 0.05}
 teacher: {train: {epochs: 3}}
 stages:
   - gates: {epochs: 2, finetune: 0.5, distill_alpha: 0.5, plots: false}
+  - evolution: {targets: 0.5, cycles: 1, finetune_epochs: 1, population: 4, elite: 2, generations: 1,
+                candidate_size: 0.25, eval_size: 64, teacher: recipe}
   - quantise: {bits: 4}
 """
 
@@ -27,17 +29,18 @@ def data():
     return make_synthetic(n_train=400, n_val=200, n_test=200)
 
 
-def test_the_gates_stage_distils_from_a_teacher_trained_once_in_the_run(tmp_path, data, monkeypatch):
-    seen = []
-    real_run = gates_method.GatesMethod.run
+def test_gates_and_evolution_learn_from_one_teacher_trained_once_in_the_run(tmp_path, data, monkeypatch):
+    import netrazor.methods.evolution.method as evolution_method
 
-    def spy(self, model, adapter, teacher=None):
-        seen.append(teacher)
-        return real_run(self, model, adapter, teacher=teacher)
+    seen = {}
+    for name, cls in (("gates", gates_method.GatesMethod), ("evolution", evolution_method.EvolutionMethod)):
+        def spy(self, model, adapter, teacher=None, _real=cls.run, _name=name):
+            seen[_name] = teacher
+            return _real(self, model, adapter, teacher=teacher)
 
-    monkeypatch.setattr(gates_method.GatesMethod, "run", spy)
+        monkeypatch.setattr(cls, "run", spy)
     result = compress(parse_recipe(RECIPE), tmp_path / "run", data=data, latency=False)
-    assert len(seen) == 1 and seen[0] is not None
+    assert seen["gates"] is not None and seen["evolution"] is seen["gates"]
     record = result.summary["teacher"]
     assert record["epochs"] == 3 and record["val_error"] < 0.5  # learnable: chance is 0.75
     assert (tmp_path / "run" / "teacher" / "model.safetensors").exists()
@@ -66,7 +69,7 @@ def test_a_resumed_run_loads_its_teacher_instead_of_training_it_again(tmp_path, 
     provider = teacher_module.teacher_provider(recipe, _adapter(data, tmp_path / "run"), tmp_path / "run")
     assert provider() is provider()  # loaded once, then kept
     resumed = compress(recipe, tmp_path / "run", data=data, latency=False)
-    assert [s["kind"] for s in resumed.stages] == ["gates", "quantise"]
+    assert [s["kind"] for s in resumed.stages] == ["gates", "evolution", "quantise"]
 
 
 def _adapter(data, run_dir):
@@ -77,8 +80,9 @@ def _adapter(data, run_dir):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda r: r.replace("teacher: {train: {epochs: 3}}\n", ""), "no teacher"),
-    (lambda r: r.replace("distill_alpha: 0.5", "distill_alpha: 0.0"), "no stage distils"),
+    (lambda r: r.replace("teacher: {train: {epochs: 3}}\n", ""), "recipe has none"),
+    (lambda r: r.replace("distill_alpha: 0.5", "distill_alpha: 0.0").replace("teacher: recipe", "teacher: input"),
+     "no stage distils"),
     (lambda r: r.replace("{train: {epochs: 3}}", "{train: {epochs: 3}, checkpoint: m}"), "not both"),
     (lambda r: r.replace("{train: {epochs: 3}}", "{train: {epoch: 3}}"), "epochs"),
     (lambda r: r.replace("{train: {epochs: 3}}", "{trian: {epochs: 3}}"), "train"),
@@ -86,3 +90,37 @@ def _adapter(data, run_dir):
 def test_teacher_mistakes_fail_before_any_work(edit, message):
     with pytest.raises(RecipeError, match=message):
         parse_recipe(edit(RECIPE))
+
+
+def test_evolution_refuses_a_teacher_it_was_not_told_to_use_and_a_missing_one(data):
+    from torch import nn
+
+    from netrazor.errors import ConfigError
+    from netrazor.methods.evolution import EvolutionMethod
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 4))
+    with pytest.raises(ConfigError, match="teacher='recipe'"):
+        EvolutionMethod(teacher="recipe").run(model, _adapter(data, None))
+    with pytest.raises(ConfigError, match="teacher='input'"):
+        EvolutionMethod().run(model, _adapter(data, None), teacher=model)
+    assert EvolutionMethod.uses_teacher({"teacher": "recipe"}) and not EvolutionMethod.uses_teacher({})
+
+
+def test_a_fork_reuses_stages_that_never_saw_the_teacher_and_refuses_those_that_did(tmp_path, data):
+    from netrazor.pipeline import fork_run
+
+    plain = RECIPE.replace("teacher: {train: {epochs: 3}}\n", "").replace("distill_alpha: 0.5", "distill_alpha: 0.0")
+    plain = plain.replace("teacher: recipe", "teacher: input")
+    compress(parse_recipe(plain), tmp_path / "plain", data=data, latency=False)
+    # a variant whose evolution learns from a dense teacher: the gates stage it shares never used one
+    variant = parse_recipe(plain.replace("stages:\n", "teacher: {train: {epochs: 3}}\nstages:\n")
+                           .replace("teacher: input", "teacher: recipe"))
+    forked = compress(variant, fork_run(tmp_path / "plain", tmp_path / "fork", variant, 1), data=data, latency=False)
+    assert forked.summary["teacher"]["epochs"] == 3
+    # its evolution stage learned from that teacher: a recipe with another teacher may reuse only the gates
+    other = parse_recipe(plain.replace("stages:\n", "teacher: {train: {epochs: 2}}\nstages:\n")
+                         .replace("teacher: input", "teacher: recipe"))
+    with pytest.raises(RecipeError, match=r"stage 1 learns from the teacher.*--reuse 1"):
+        fork_run(tmp_path / "fork", tmp_path / "other", other, 2)
+    fork_run(tmp_path / "fork", tmp_path / "other", other, 1)
+    assert not (tmp_path / "other" / "teacher").exists()  # not this recipe's teacher: it trains its own

@@ -27,7 +27,7 @@ from netrazor.io import read_json, write_json
 from netrazor.methods.base import Adapter
 from netrazor.pipeline.layers import layer_profile
 from netrazor.pipeline.recipe import Recipe
-from netrazor.pipeline.stages import StageContext, run_stage
+from netrazor.pipeline.stages import StageContext, distils, run_stage
 from netrazor.pipeline.teacher import TEACHER_DIR, teacher_provider
 from netrazor.pipeline.tracking import PipelineTracker
 
@@ -235,7 +235,8 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
             return run_dir  # this fork was made before (and maybe interrupted): compress resumes it
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RecipeError(f"{run_dir} already exists and is not empty; pass another run folder or delete it.")
-    for key in sorted((set(theirs) | set(ours)) - {"name", "stages"}):
+    # the teacher matters only to the stages that learn from it (checked below)
+    for key in sorted((set(theirs) | set(ours)) - {"name", "stages", "teacher"}):
         if theirs.get(key) != ours.get(key):
             raise RecipeError(f"{source} was run with {key} = {theirs.get(key)!r}, this recipe has {ours.get(key)!r}: "
                               "its stages are not this recipe's. Fork from a run of the same "
@@ -245,6 +246,13 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
         if mine != theirs["stages"][index]:
             fix = f"reuse only the stages before it (--reuse {index})" if index else "run the recipe from the start"
             raise RecipeError(f"stage {index} differs: {source} ran {theirs['stages'][index]}, this recipe has {mine}; {fix}.")
+    same_teacher = theirs.get("teacher") == ours.get("teacher")
+    learners = [i for i in range(stages) if distils(recipe.stages[i].kind, recipe.stages[i].params)]
+    if learners and not same_teacher:
+        fix = f"reuse only the stages before it (--reuse {learners[0]})" if learners[0] else "run the recipe from the start"
+        raise RecipeError(f"stage {learners[0]} learns from the teacher, and {source} was run with teacher = "
+                          f"{theirs.get('teacher')!r}, this recipe has {ours.get('teacher')!r}; {fix}, "
+                          "or give both recipes the same teacher.")
     # Built beside the target and renamed into place: an interrupted copy never leaves a run folder
     # whose stage folders (with their training checkpoints) a later run would resume from.
     staging = run_dir.with_name(run_dir.name + ".fork-partial")
@@ -253,7 +261,7 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
     for entry in completed[:stages]:
         folder = Path(entry["model"]).parent
         shutil.copytree(source / folder, staging / folder)
-    if (source / TEACHER_DIR / "record.json").exists():  # the same teacher spec (checked above): trained once
+    if same_teacher and (source / TEACHER_DIR / "record.json").exists():  # the same teacher: trained once
         shutil.copytree(source / TEACHER_DIR, staging / TEACHER_DIR)
     write_json(staging / STATE_FILE, {"recipe": recipe.model_dump(mode="json"), "completed": completed[:stages],
                                       "forked_from": forked_from})

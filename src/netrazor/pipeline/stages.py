@@ -55,12 +55,12 @@ def method_class(kind: str) -> type:
 
 
 def distils(kind: str, params: dict) -> bool:
-    """Whether a stage learns from the recipe's teacher: a method whose ``run`` takes ``teacher=``
-    (the contract of distilling methods), with its ``distill_alpha`` knob above 0."""
+    """Whether a stage learns from the recipe's teacher: a method with a ``uses_teacher(params)`` rule
+    (the contract of methods that take ``run(..., teacher=)``) that says so for these knobs."""
     if kind not in METHOD_STAGES:
         return False
-    takes_teacher = "teacher" in inspect.signature(method_class(kind).run).parameters
-    return takes_teacher and float(params.get("distill_alpha") or 0.0) > 0
+    rule = getattr(method_class(kind), "uses_teacher", None)
+    return bool(rule and rule(params))
 
 
 def _check_params(kind: str, params: dict, allowed: list[str], source: str) -> None:
@@ -119,12 +119,13 @@ def _check_teacher(recipe: Any, source: str) -> None:
     distilling = [f"{i} `{st.kind}`" for i, st in enumerate(recipe.stages) if distils(st.kind, st.params)]
     teacher = getattr(recipe, "teacher", None)
     if distilling and teacher is None:
-        raise RecipeError(f"{source}: stage {distilling[0]} distils (distill_alpha > 0) but the recipe has no teacher; "
+        raise RecipeError(f"{source}: stage {distilling[0]} learns from a teacher but the recipe has none; "
                           "add `teacher: {train: {epochs: 20}}` (a dense model trained first) or "
-                          "`teacher: {checkpoint: path/to/model}`, or set distill_alpha: 0.")
+                          "`teacher: {checkpoint: path/to/model}`, or drop the stage's use of it (gates distill_alpha: 0, "
+                          "evolution teacher: input).")
     if teacher is not None and not distilling:
         raise RecipeError(f"{source}: the recipe has a `teacher` but no stage distils from it; set distill_alpha > 0 "
-                          "on a gates stage or remove `teacher`.")
+                          "on a gates stage, teacher: recipe on an evolution stage, or remove `teacher`.")
     if teacher is not None:
         _check_params("teacher.train", teacher.train, _train_fields(), source)
 

@@ -55,6 +55,9 @@ EVAL_SPLITS = ("val", "train")
 FINETUNE_SCHEDULES = ("restart", "continued")
 
 
+TEACHERS = ("input", "recipe")
+
+
 class KnobError(ConfigError, ValueError):
     """A bad knob value: a ``ConfigError`` for the CLI, a ``ValueError`` for the recipe validator
     (``pipeline.stages.validate_stages`` builds methods from recipes and catches ValueError)."""
@@ -81,6 +84,10 @@ class EvolutionMethod:
       finetune_lr_scale  [REC] 0.2: the T²-scaled distillation loss at a from-scratch lr diverged
                        (LeNet-5, recipe lr 0.05: val accuracy 98.6 % -> 9 % after one epoch).
       alpha            distillation weight of the fine-tune loss (1 = pure KL, no labels).
+      teacher          "input" (default: the model entering the method is the teacher, as in the paper) |
+                       "recipe": the trained model passed as ``run(..., teacher=)`` — in a recipe, its
+                       ``teacher:`` — judges the candidates and is distilled in the fine-tunes, while the
+                       student still starts from the input model (e.g. a gated net against its dense parent).
       finetune_schedule  [REC] "restart" (default): each cycle's fine-tune runs the recipe's
                        schedule of its own (cosine decays to 0 every cycle, same shuffle order);
                        "continued": the cycles' fine-tunes are consecutive slices of one schedule
@@ -123,6 +130,7 @@ class EvolutionMethod:
     finetune_lr: float | None = None
     finetune_lr_scale: float = 0.2
     alpha: float = 1.0
+    teacher: str = "input"
     finetune_schedule: str = "restart"
     eval_split: str = "val"
     eval_size: int = 256
@@ -153,6 +161,8 @@ class EvolutionMethod:
              f"unknown divergence {self.divergence!r}; choose one of {', '.join(DIVERGENCES)} or pass a callable."),
             (self.finetune_schedule in FINETUNE_SCHEDULES, f"unknown finetune_schedule {self.finetune_schedule!r}; "
              f"choose one of {', '.join(FINETUNE_SCHEDULES)}."),
+            (self.teacher in TEACHERS, f"teacher={self.teacher!r}: use 'input' (the model entering the method) "
+             "or 'recipe' (the trained model passed as run(..., teacher=))."),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}; 4.0 is the usual choice."),
             (self.eval_size >= 1 and self.finetune_epochs >= 0, "eval_size must be >= 1 and finetune_epochs >= 0."),
             (isinstance(self.workers, int) and self.workers >= 1, f"workers must be an int >= 1, got {self.workers!r}."),
@@ -275,10 +285,21 @@ class EvolutionMethod:
                 "evaluated": counter["evaluated"], "proposed": counter["proposed"], "pool": int(pool.numel())}
 
     # ------------------------------------------------------------------ the method
-    def run(self, model: nn.Module, adapter: Any) -> tuple[nn.Module, dict]:
+    @staticmethod
+    def uses_teacher(params: dict) -> bool:
+        """Whether a recipe stage with these knobs learns from the recipe's teacher."""
+        return params.get("teacher", "input") == "recipe"
+
+    def run(self, model: nn.Module, adapter: Any, teacher: nn.Module | None = None) -> tuple[nn.Module, dict]:
         started = time.perf_counter()
         device = getattr(adapter, "device", "cpu")
-        teacher = copy.deepcopy(model).to(device).eval()
+        if self.teacher == "recipe" and teacher is None:
+            raise ConfigError("teacher='recipe' needs a trained model: pass run(model, adapter, teacher=dense) "
+                              "(in a recipe: add `teacher:`), or use teacher='input'.")
+        if self.teacher == "input" and teacher is not None:
+            raise ConfigError("a teacher was passed but teacher='input' distils from the input model; "
+                              "set teacher='recipe' to use it.")
+        teacher = copy.deepcopy(teacher if teacher is not None else model).to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
         student = copy.deepcopy(model).to(device).eval()

@@ -143,6 +143,11 @@ class GatesMethod:
             n_train=n_train, finetune=self.finetune, finetune_loss=finetune_loss, seed=self.seed,
         )
 
+    @staticmethod
+    def uses_teacher(params: dict) -> bool:
+        """Whether a recipe stage with these knobs learns from the recipe's teacher."""
+        return float(params.get("distill_alpha") or 0.0) > 0
+
     def run(self, model: nn.Module, adapter, teacher: nn.Module | None = None) -> tuple[nn.Module, dict]:
         """Gate, prune and fine-tune ``model``; ``teacher`` (a trained model, used when ``distill_alpha`` > 0)
         is distilled into the rounded net during fine-tuning."""
