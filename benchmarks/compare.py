@@ -312,11 +312,13 @@ def recipe_training(recipe, task: dict) -> dict:
 
 def run_task(name: str, seed: int, args) -> None:
     task = TASKS[name]
-    recipe = load_recipe(args.recipe or name)  # the task's shipped recipe, or the variant --recipe names (a name or a path)
-    recipe_name = recipe.name  # records file under it, beside the variant's compress_bench records
+    # a variant --recipe names (a name or a path) trains every contender its way; its records file under its name,
+    # beside its compress_bench records. The task's own recipe is read only for --dc-budget recipe.
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    recipe_name = recipe.name if recipe else name
     data = load_data(task["data"])
     config = default_config(task["model"], task["data"])
-    overrides = recipe_training(recipe, task) if recipe_name != name else {}
+    overrides = recipe_training(recipe, task) if recipe else {}
     config = dataclasses.replace(config, **overrides)
     dense_epochs = args.dense_epochs or task.get("dense_epochs") or config.epochs
     if args.quick:
@@ -372,7 +374,7 @@ def run_task(name: str, seed: int, args) -> None:
         record("magnitude", model, time.perf_counter() - started, sparsity=task["sparsity"])
     work = f"runs/compare/{recipe_name}-seed{seed}{args.tag}"
     sweep = args.sparsities is not None
-    budget = recipe_budget(recipe, dense_epochs) if args.dc_budget == "recipe" else None
+    budget = recipe_budget(recipe or load_recipe(name), dense_epochs) if args.dc_budget == "recipe" else None
     cycles, evo_epochs = 2, max(1, epochs // 2)
     chain_epochs = epochs + cycles * evo_epochs
     # In a sweep deep-compression gets the chain's whole fine-tuning budget (gates + evolution), so

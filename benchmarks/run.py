@@ -63,6 +63,8 @@ FULL = [
                                                         "--tag=-e20-drop"]),
     ("easier-drop-r2-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", "easier", "--residual", "drop",
                                                            "--retrain-epochs", "2", "--tag=-e20-drop-r2"]),
+    ("easier-drop-r3-cifar10-resnet20", "nepenthe_bench", ["--task", "cifar10-resnet20", "--method", "easier", "--residual", "drop",
+                                                           "--retrain-epochs", "3", "--tag=-e20-drop-r3"]),
     ("ebcle-mnist", "ebcle_bench", ["--data", "mnist"]),
     ("ebcle-fashion-mnist", "ebcle_bench", ["--data", "fashion-mnist"]),
     ("ebcle-cifar10", "ebcle_bench", ["--data", "cifar10"]),
