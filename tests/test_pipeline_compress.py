@@ -5,6 +5,7 @@ import pytest
 import netrazor.pipeline.runner as runner
 from netrazor.errors import RecipeError
 from netrazor.pipeline import compress, parse_recipe, write_report
+from pipeline_interrupt import interrupted_at
 
 RECIPE = """
 name: tiny-synthetic
@@ -45,17 +46,8 @@ def test_interrupted_compress_resumes_to_identical_artifact(tmp_path, data, monk
     recipe = parse_recipe(RECIPE)
     clean = compress(recipe, tmp_path / "clean", data=data, latency=False)
 
-    real_run_stage = runner.run_stage
-
-    def crash_on_pack(kind, params, model, ctx):
-        if kind == "pack":
-            raise KeyboardInterrupt
-        return real_run_stage(kind, params, model, ctx)
-
-    monkeypatch.setattr(runner, "run_stage", crash_on_pack)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, "pack"):
         compress(recipe, tmp_path / "resumed", data=data, latency=False)
-    monkeypatch.setattr(runner, "run_stage", real_run_stage)
     resumed = compress(recipe, tmp_path / "resumed", data=data, latency=False)
     assert len(resumed.stages) == 3
     clean_bytes = (tmp_path / "clean" / "stage-2-pack" / "model.nrz").read_bytes()
@@ -175,17 +167,8 @@ def test_the_same_fork_again_resumes_the_run_it_made(tmp_path, data, monkeypatch
     compress(parse_recipe(RECIPE), tmp_path / "base", data=data, latency=False)
     variant = parse_recipe(RECIPE.replace("bits: 4", "bits: 3"))
     fork_run(tmp_path / "base", tmp_path / "fork", variant, 1)
-    real_run_stage = runner.run_stage
-
-    def crash_on_pack(kind, *a):
-        if kind == "pack":
-            raise KeyboardInterrupt
-        return real_run_stage(kind, *a)
-
-    monkeypatch.setattr(runner, "run_stage", crash_on_pack)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, "pack"):
         compress(variant, tmp_path / "fork", data=data, latency=False)
-    monkeypatch.setattr(runner, "run_stage", real_run_stage)
     fork_run(tmp_path / "base", tmp_path / "fork", variant, 1)  # the command run again: no error, nothing redone
     resumed = compress(variant, tmp_path / "fork", data=data, latency=False)
     assert [s["kind"] for s in resumed.stages] == ["train", "quantise", "pack"]

@@ -6,6 +6,7 @@ import netrazor.methods.gates.method as gates_method
 import netrazor.pipeline.teacher as teacher_module
 from netrazor.errors import RecipeError
 from netrazor.pipeline import compress, parse_recipe
+from pipeline_interrupt import interrupted_at
 
 RECIPE = """
 name: tiny-distill
@@ -50,17 +51,8 @@ def test_a_resumed_run_loads_its_teacher_instead_of_training_it_again(tmp_path, 
     import netrazor.pipeline.runner as runner
 
     recipe = parse_recipe(RECIPE)
-    real_run_stage = runner.run_stage
-
-    def crash_on_quantise(kind, params, model, ctx):
-        if kind == "quantise":
-            raise KeyboardInterrupt
-        return real_run_stage(kind, params, model, ctx)
-
-    monkeypatch.setattr(runner, "run_stage", crash_on_quantise)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, "quantise"):
         compress(recipe, tmp_path / "run", data=data, latency=False)
-    monkeypatch.setattr(runner, "run_stage", real_run_stage)
     # the teacher trained before the crash is on disk: asking for it again loads it, nothing is built
     def no_build(*args):
         raise AssertionError("the teacher was trained again")
