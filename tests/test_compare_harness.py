@@ -106,15 +106,18 @@ def test_recipe_budget_gives_deep_compression_the_recipes_epochs(tmp_path, monke
     assert rec["extra"]["matched_to"] == "recipe" and rec["extra"]["tolerance"] == 0.001
 
 
-def test_recipe_budget_counts_the_epochs_of_a_teacher_the_recipe_trains():
+def test_recipe_budget_counts_the_epochs_of_a_teacher_the_recipe_trains(tmp_path):
     """A recipe that trains its own teacher spends those epochs too; a checkpoint teacher costs the run nothing."""
     from netrazor.pipeline import parse_recipe
+    from netrazor.surgery import save_model
+
+    save_model(build_model("lenet300", num_classes=10), tmp_path / "m")
 
     text = (Path(__file__).resolve().parents[1] / "benchmarks" / "variants" / "mnist-lenet300-shift-distill0.5.yaml").read_text()
     plain = compare.recipe_budget(load_recipe("mnist-lenet300-shift"), 20)
     distilled = compare.recipe_budget(parse_recipe(text), 20)
     assert distilled["recipe_epochs"] == plain["recipe_epochs"] + 20
-    loaded = compare.recipe_budget(parse_recipe(text.replace("{train: {epochs: 20}}", "{checkpoint: m}")), 20)
+    loaded = compare.recipe_budget(parse_recipe(text.replace("{train: {epochs: 20}}", f"{{checkpoint: {tmp_path / 'm'}}}")), 20)
     assert loaded["recipe_epochs"] == plain["recipe_epochs"]
 
 

@@ -78,6 +78,7 @@ def _adapter(data, run_dir):
     (lambda r: r.replace("{train: {epochs: 3}}", "{train: {epochs: 3}, checkpoint: m}"), "not both"),
     (lambda r: r.replace("{train: {epochs: 3}}", "{train: {epoch: 3}}"), "epochs"),
     (lambda r: r.replace("{train: {epochs: 3}}", "{trian: {epochs: 3}}"), "train"),
+    (lambda r: r.replace("{train: {epochs: 3}}", "{checkpoint: no/such/model}"), "not found"),
 ])
 def test_teacher_mistakes_fail_before_any_work(edit, message):
     with pytest.raises(RecipeError, match=message):

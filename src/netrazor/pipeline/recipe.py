@@ -16,7 +16,8 @@ Example::
       - quantise: {tolerance: 0.002}
       - pack: {}
 
-A distilling stage (``gates`` with ``distill_alpha`` > 0) learns from the recipe's ``teacher``::
+A stage that learns from a teacher (``gates`` with ``distill_alpha`` > 0, ``evolution`` with
+``teacher: recipe``) uses the recipe's ``teacher``::
 
     teacher: {train: {epochs: 20}}          # a dense copy of the model, trained first in the run
     teacher: {checkpoint: runs/dense/model} # or a model saved by netrazor
@@ -67,7 +68,8 @@ class StageSpec(BaseModel):
 
 
 class TeacherSpec(BaseModel):
-    """The trained model that distilling stages (``gates`` with ``distill_alpha`` > 0) learn from.
+    """The trained model that stages learn from (``gates`` with ``distill_alpha`` > 0, ``evolution`` with
+    ``teacher: recipe``).
 
     ``train``: overrides of the recipe's training for a dense copy of the recipe's model, trained in the
     run folder before the first stage that needs it (its epochs count in the recipe's budget);

@@ -128,6 +128,13 @@ def _check_teacher(recipe: Any, source: str) -> None:
                           "on a gates stage, teacher: recipe on an evolution stage, or remove `teacher`.")
     if teacher is not None:
         _check_params("teacher.train", teacher.train, _train_fields(), source)
+        if teacher.checkpoint:
+            from netrazor.surgery.serialize import checkpoint_paths
+
+            missing = [str(p) for p in checkpoint_paths(teacher.checkpoint) if not Path(p).exists()]
+            if missing:
+                raise RecipeError(f"{source}: teacher checkpoint {teacher.checkpoint!r} not found ({', '.join(missing)} "
+                                  "missing); give the path of a model saved by netrazor (X for X.safetensors + X.json).")
 
 
 def run_stage(kind: str, params: dict, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
