@@ -121,12 +121,13 @@ def recipe_budget(recipe, dense_epochs: int) -> dict:
     its epochs in all (teacher + gates + evolution fine-tunes + QAT; the recipes pin each), the share left for
     prune-retrain after the dense model's ``dense_epochs``, and the recipe's bit-search tolerance."""
     total, tolerance = 0, None
+    default_epochs = default_config(recipe.model.name, recipe.data.name).epochs
     if recipe.teacher is not None and not recipe.teacher.checkpoint:  # a teacher trained in the run is the recipe's too
-        total += int(recipe.teacher.train.get("epochs") or default_config(recipe.model.name, recipe.data.name).epochs)
+        total += int(recipe.teacher.train.get("epochs") or default_epochs)
     for stage in recipe.stages:
         p = stage.params
         if stage.kind in ("train", "gates"):
-            total += int(p.get("epochs") or default_config(recipe.model.name, recipe.data.name).epochs)
+            total += int(p.get("epochs") or default_epochs)
         elif stage.kind == "evolution":
             total += int(p["cycles"]) * int(p["finetune_epochs"])
         elif stage.kind == "quantise":

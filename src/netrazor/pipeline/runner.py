@@ -27,8 +27,8 @@ from netrazor.io import read_json, write_json
 from netrazor.methods.base import Adapter
 from netrazor.pipeline.layers import layer_profile
 from netrazor.pipeline.recipe import Recipe
-from netrazor.pipeline.stages import StageContext, distils, run_stage
-from netrazor.pipeline.teacher import TEACHER_DIR, teacher_provider
+from netrazor.pipeline.stages import StageContext, run_stage, stage_uses_teacher
+from netrazor.pipeline.teacher import TEACHER_DIR, teacher_provider, teacher_record
 from netrazor.pipeline.tracking import PipelineTracker
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,8 @@ def compress(
         "bytes": artifacts.get("bytes"),
         "expected": recipe.expected,
     }
-    if (run_dir / TEACHER_DIR / "record.json").exists():
-        summary["teacher"] = read_json(run_dir / TEACHER_DIR / "record.json")
+    if teacher_record(run_dir).exists():
+        summary["teacher"] = read_json(teacher_record(run_dir))
     write_json(run_dir / "summary.json", summary)
     return CompressResult(run_dir=run_dir, model=model, stages=completed, summary=summary, artifacts=artifacts)
 
@@ -244,15 +244,14 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
     for index in range(stages):
         mine = ours["stages"][index] if index < len(ours["stages"]) else None
         if mine != theirs["stages"][index]:
-            fix = f"reuse only the stages before it (--reuse {index})" if index else "run the recipe from the start"
-            raise RecipeError(f"stage {index} differs: {source} ran {theirs['stages'][index]}, this recipe has {mine}; {fix}.")
+            raise RecipeError(f"stage {index} differs: {source} ran {theirs['stages'][index]}, this recipe has {mine}; "
+                              f"{_reuse_before(index)}.")
     same_teacher = theirs.get("teacher") == ours.get("teacher")
-    learners = [i for i in range(stages) if distils(recipe.stages[i].kind, recipe.stages[i].params)]
+    learners = [i for i in range(stages) if stage_uses_teacher(recipe.stages[i].kind, recipe.stages[i].params)]
     if learners and not same_teacher:
-        fix = f"reuse only the stages before it (--reuse {learners[0]})" if learners[0] else "run the recipe from the start"
         raise RecipeError(f"stage {learners[0]} learns from the teacher, and {source} was run with teacher = "
-                          f"{theirs.get('teacher')!r}, this recipe has {ours.get('teacher')!r}; {fix}, "
-                          "or give both recipes the same teacher.")
+                          f"{theirs.get('teacher')!r}, this recipe has {ours.get('teacher')!r}; "
+                          f"{_reuse_before(learners[0])}, or give both recipes the same teacher.")
     # Built beside the target and renamed into place: an interrupted copy never leaves a run folder
     # whose stage folders (with their training checkpoints) a later run would resume from.
     staging = run_dir.with_name(run_dir.name + ".fork-partial")
@@ -261,7 +260,7 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
     for entry in completed[:stages]:
         folder = Path(entry["model"]).parent
         shutil.copytree(source / folder, staging / folder)
-    if same_teacher and (source / TEACHER_DIR / "record.json").exists():  # the same teacher: trained once
+    if same_teacher and teacher_record(source).exists():  # the same teacher: trained once
         shutil.copytree(source / TEACHER_DIR, staging / TEACHER_DIR)
     write_json(staging / STATE_FILE, {"recipe": recipe.model_dump(mode="json"), "completed": completed[:stages],
                                       "forked_from": forked_from})
@@ -270,6 +269,11 @@ def fork_run(source: str | Path, run_dir: str | Path, recipe: Recipe, stages: in
     staging.rename(run_dir)
     log.info("forked %s from %s: stages 0-%d reused", run_dir, source, stages - 1)
     return run_dir
+
+
+def _reuse_before(index: int) -> str:
+    """The fix for a fork whose stage ``index`` is not the recipe's own."""
+    return f"reuse only the stages before it (--reuse {index})" if index else "run the recipe from the start"
 
 
 def _what_runs(recipe_json: dict) -> dict:

@@ -54,7 +54,7 @@ def method_class(kind: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def distils(kind: str, params: dict) -> bool:
+def stage_uses_teacher(kind: str, params: dict) -> bool:
     """Whether a stage learns from the recipe's teacher: a method with a ``uses_teacher(params)`` rule
     (the contract of methods that take ``run(..., teacher=)``) that says so for these knobs."""
     if kind not in METHOD_STAGES:
@@ -116,7 +116,7 @@ def _check_train_overrides(recipe: Any, source: str) -> None:
 
 def _check_teacher(recipe: Any, source: str) -> None:
     """A distilling stage needs the recipe's ``teacher``; a teacher no stage learns from is a mistake too."""
-    distilling = [f"{i} `{st.kind}`" for i, st in enumerate(recipe.stages) if distils(st.kind, st.params)]
+    distilling = [f"{i} `{st.kind}`" for i, st in enumerate(recipe.stages) if stage_uses_teacher(st.kind, st.params)]
     teacher = getattr(recipe, "teacher", None)
     if distilling and teacher is None:
         raise RecipeError(f"{source}: stage {distilling[0]} learns from a teacher but the recipe has none; "
@@ -145,9 +145,9 @@ def run_stage(kind: str, params: dict, model: nn.Module, ctx: StageContext) -> t
     if kind in METHOD_STAGES:
         method = method_class(kind)(**params)
         adapter = dataclasses.replace(ctx.adapter, run_dir=ctx.stage_dir)
-        if distils(kind, params):
+        if stage_uses_teacher(kind, params):
             if ctx.teacher is None:
-                raise RecipeError(f"stage `{kind}` distils but no teacher was given to the run")
+                raise RecipeError(f"stage `{kind}` learns from a teacher but none was given to the run")
             return method.run(model, adapter, teacher=ctx.teacher())
         return method.run(model, adapter)
     if kind == "quantise":

@@ -8,6 +8,7 @@ A ``checkpoint:`` teacher is loaded instead (netrazor's own loader: nothing is u
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Callable
@@ -23,20 +24,17 @@ log = logging.getLogger(__name__)
 TEACHER_DIR = "teacher"
 
 
+def teacher_record(run_dir: str | Path) -> Path:
+    """Where a run keeps its trained teacher's record; it exists once the teacher is complete."""
+    return Path(run_dir) / TEACHER_DIR / "record.json"
+
+
 def teacher_provider(recipe, adapter: Adapter, run_dir: Path) -> Callable[[], nn.Module] | None:
     """A function returning the recipe's teacher in eval mode (built on its first call, then kept),
     or None when the recipe has no teacher."""
-    spec = recipe.teacher
-    if spec is None:
+    if recipe.teacher is None:
         return None
-    cache: dict[str, nn.Module] = {}
-
-    def get() -> nn.Module:
-        if "model" not in cache:
-            cache["model"] = _load_or_train(recipe, adapter, Path(run_dir))
-        return cache["model"]
-
-    return get
+    return functools.cache(lambda: _load_or_train(recipe, adapter, Path(run_dir)))
 
 
 def _load_or_train(recipe, adapter: Adapter, run_dir: Path) -> nn.Module:
@@ -48,7 +46,7 @@ def _load_or_train(recipe, adapter: Adapter, run_dir: Path) -> nn.Module:
         return load_model(spec.checkpoint).eval()
     folder = run_dir / TEACHER_DIR
     model_path = folder / "model"
-    if (folder / "record.json").exists():  # written after the model: the model on disk is complete
+    if teacher_record(run_dir).exists():  # written after the model: the model on disk is complete
         return load_model(model_path).eval()
     folder.mkdir(parents=True, exist_ok=True)
     # its own seed, apart from the stages' (recipe seed * 1000 + stage index)
@@ -60,6 +58,6 @@ def _load_or_train(recipe, adapter: Adapter, run_dir: Path) -> nn.Module:
     val = adapter.evaluate(model, "val")
     save_model(model, model_path)
     epochs = int(spec.train.get("epochs") or adapter.train_config.epochs)
-    write_json(folder / "record.json", {"train": spec.train, "epochs": epochs, "val_error": val["error"]})
+    write_json(teacher_record(run_dir), {"train": spec.train, "epochs": epochs, "val_error": val["error"]})
     log.info("teacher trained: val error %.4f", val["error"])
     return model
