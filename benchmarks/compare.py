@@ -121,7 +121,8 @@ def recipe_budget(recipe, dense_epochs: int) -> dict:
     its epochs in all (teacher + gates + evolution fine-tunes + QAT; the recipes pin each), the share left for
     prune-retrain after the dense model's ``dense_epochs``, and the recipe's bit-search tolerance."""
     total, tolerance = 0, None
-    default_epochs = default_config(recipe.model.name, recipe.data.name).epochs
+    # a stage without its own epochs trains the run's: the recipe-level train.epochs, else the model's default
+    default_epochs = int(recipe.train.get("epochs") or default_config(recipe.model.name, recipe.data.name).epochs)
     if recipe.teacher is not None and not recipe.teacher.checkpoint:  # a teacher trained in the run is the recipe's too
         total += int(recipe.teacher.train.get("epochs") or default_epochs)
     for stage in recipe.stages:

@@ -121,6 +121,18 @@ def test_recipe_budget_counts_the_epochs_of_a_teacher_the_recipe_trains(tmp_path
     assert loaded["recipe_epochs"] == plain["recipe_epochs"]
 
 
+def test_recipe_budget_counts_a_stage_without_epochs_at_the_recipes_own_train_epochs():
+    """A gates or train stage without ``epochs`` trains the recipe-level ``train: {epochs: N}`` (GatesMethod and the
+    adapter honour it), so the budget must count N, not the model's default."""
+    from netrazor.pipeline import parse_recipe
+
+    text = ("name: budget-probe\nmodel: {{name: lenet300}}\ndata: {{name: mnist}}\nseed: 0\n{train}"
+            "stages:\n  - gates: {{kappa: 0.5}}\n  - quantise: {{qat_epochs: 2}}\n")
+    default = compare.default_config("lenet300", "mnist").epochs
+    assert compare.recipe_budget(parse_recipe(text.format(train="")), 1)["recipe_epochs"] == default + 2
+    assert compare.recipe_budget(parse_recipe(text.format(train="train: {epochs: 7}\n")), 1)["recipe_epochs"] == 7 + 2
+
+
 def test_recipe_variant_trains_everything_its_way_and_files_under_its_name(tmp_path, monkeypatch):
     """--recipe mnist-lenet5-shift: the dense model and deep-compression train on shifted digits, the budget is
     the variant's, and the records go under the variant's name (beside its compress_bench records)."""

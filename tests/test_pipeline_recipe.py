@@ -50,6 +50,16 @@ def test_model_needs_exactly_one_source():
         parse_recipe(GOOD.replace("model: {name: lenet5}", "model: {name: lenet5, factory: 'a.b:c'}"))
 
 
+def test_a_model_checkpoint_that_does_not_exist_fails_when_the_recipe_is_parsed(tmp_path):
+    from netrazor.models import build_model
+    from netrazor.surgery import save_model
+
+    with pytest.raises(RecipeError, match=r"model checkpoint 'no/such/model' not found"):
+        parse_recipe(GOOD.replace("{name: lenet5}", "{name: lenet5, checkpoint: no/such/model}"))
+    save_model(build_model("lenet5", num_classes=10), tmp_path / "m")
+    assert parse_recipe(GOOD.replace("{name: lenet5}", f"{{name: lenet5, checkpoint: {tmp_path / 'm'}}}")).model.checkpoint
+
+
 def test_invalid_yaml_is_reported_as_recipe_error():
     with pytest.raises(RecipeError, match="not valid YAML"):
         parse_recipe("name: [unclosed")

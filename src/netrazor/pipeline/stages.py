@@ -108,6 +108,8 @@ def validate_stages(recipe: Any, source: str) -> None:
             raise RecipeError(f"{source}: stage {index}: unknown stage `{kind}`. Known: {', '.join(stage_kinds())}.{hint}")
     _check_train_overrides(recipe, source)
     _check_teacher(recipe, source)
+    if recipe.model.checkpoint:
+        _check_checkpoint_exists(recipe.model.checkpoint, "model checkpoint", source)
 
 
 def _check_train_overrides(recipe: Any, source: str) -> None:
@@ -129,12 +131,17 @@ def _check_teacher(recipe: Any, source: str) -> None:
     if teacher is not None:
         _check_params("teacher.train", teacher.train, _train_fields(), source)
         if teacher.checkpoint:
-            from netrazor.surgery.serialize import checkpoint_paths
+            _check_checkpoint_exists(teacher.checkpoint, "teacher checkpoint", source)
 
-            missing = [str(p) for p in checkpoint_paths(teacher.checkpoint) if not Path(p).exists()]
-            if missing:
-                raise RecipeError(f"{source}: teacher checkpoint {teacher.checkpoint!r} not found ({', '.join(missing)} "
-                                  "missing); give the path of a model saved by netrazor (X for X.safetensors + X.json).")
+
+def _check_checkpoint_exists(path: str, what: str, source: str) -> None:
+    """A checkpoint the recipe names must exist when it is parsed, not hours later at the stage that loads it."""
+    from netrazor.surgery.serialize import checkpoint_paths
+
+    missing = [str(p) for p in checkpoint_paths(path) if not Path(p).exists()]
+    if missing:
+        raise RecipeError(f"{source}: {what} {path!r} not found ({', '.join(missing)} missing); give the path of a "
+                          "model saved by netrazor (X for X.safetensors + X.json).")
 
 
 def run_stage(kind: str, params: dict, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
