@@ -78,13 +78,13 @@ FULL = [
                                                       "--round-to", "16"])
       for d, seeds in (("fashion-mnist", "0,1,2,3,4"), ("mnist", "0,1,2"))],
     # issue 10 side by side: every contender on the LeNets (3 seeds) and VGG-11 (seed 0); gates and Torch-Pruning at
-    # equal MACs on VGG-11 seeds 1-2; on ResNet-20 gates removes residual sections at two κ, 2 fine-tune epochs each
+    # equal MACs on VGG-11 seeds 1-2; on ResNet-20 (3 seeds) gates removes residual sections at two κ, 2 fine-tune epochs each
     ("compare", "compare", ["--tasks", "mnist-lenet300,mnist-lenet5", "--seeds", "0,1,2"]),
     ("compare-fmnist-vgg11", "compare", ["--tasks", "fmnist-vgg11", "--seeds", "0"]),
     ("compare-fmnist-vgg11-s12", "compare", ["--tasks", "fmnist-vgg11", "--seeds", "1,2", "--methods", EQUAL_MACS_METHODS]),
     *[(f"compare-{t}-k1", "compare", ["--tasks", t, "--seeds", "0,1,2", "--methods", EQUAL_MACS_METHODS,
                                        "--gates-set", "kappa=1", "--tag=-k1"]) for t in ("fmnist-vgg11", "mnist-lenet5")],
-    *[(f"compare-cifar10-resnet20{tag}", "compare", ["--tasks", "cifar10-resnet20", "--seeds", "0", "--finetune-epochs", "2",
+    *[(f"compare-cifar10-resnet20{tag}", "compare", ["--tasks", "cifar10-resnet20", "--seeds", "0,1,2", "--finetune-epochs", "2",
                                                       "--methods", EQUAL_MACS_METHODS, *knobs])
       for tag, knobs in (("", []), ("-k1.5", ["--gates-set", "kappa=1.5", "--tag=-k1.5"]))],
     *[(f"compress-{r}-s{s}", "compress_bench", ["--recipe", r, "--seed", str(s)]) for r in ("mnist-lenet5", "mnist-lenet300") for s in (0, 1, 2)],
