@@ -98,3 +98,16 @@ def test_render_prints_the_measured_reason_for_the_failing_batch_size():
     assert "not shown" not in lines[0]  # b64 (0.9 of the cut) passes the floor
     fallback = render.latency_checks([_record(0)])
     assert "not explained by the record" in fallback[0]
+
+
+def test_render_names_a_seed_under_the_floor_when_the_mean_passes():
+    """Every result must clear the floor: a slow seed hidden by a fast mean still gets its own line."""
+    slow = _record(0, {"b1": "glue kept it"})
+    slow.update(latency_ms_b1=3.0)  # 0.67x at b1 for 10x fewer MACs
+    fast = [_record(s) for s in (1, 2)]
+    for rec in fast:
+        rec.update(latency_ms_b1=0.1)  # 20x
+    lines = render.latency_checks([slow, *fast])
+    assert len(lines) == 1
+    assert "seed 0 (the mean over 3 seeds passes)" in lines[0] and "b1: glue kept it" in lines[0]
+    assert render.latency_checks(fast) == []
