@@ -15,6 +15,8 @@ we refuse them rather than fold approximately.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -114,11 +116,21 @@ def fold_bn_forward(bn: nn.Module, layer: nn.Module) -> nn.Module:
 
 
 def compose_linear(a: nn.Linear, b: nn.Linear) -> nn.Linear:
-    """``b(a(x))`` as one Linear."""
+    """``b(a(x))`` as one Linear. When ``a`` is a Linear subclass that transforms its input first
+    (the gated first layer selects input features), the result is a copy of ``a`` with the composed
+    weight, so it keeps doing so; ``b`` must be a plain Linear."""
+    if type(b) is not nn.Linear:
+        raise NotExact(f"the second layer is a {type(b).__name__}, not a plain Linear")
     wa, wb = a.weight.detach().double(), b.weight.detach().double()
     w = wb @ wa
     bias = wb @ _bias(a, wa.shape[0]) + _bias(b, wb.shape[0])
-    return _new_linear(w, bias, a.weight.dtype)
+    if type(a) is nn.Linear:
+        return _new_linear(w, bias, a.weight.dtype)
+    out = copy.deepcopy(a)
+    out.weight = nn.Parameter(w.to(a.weight.dtype))
+    out.bias = nn.Parameter(bias.to(a.weight.dtype))
+    out.out_features = w.shape[0]
+    return out
 
 
 def compose_conv(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:

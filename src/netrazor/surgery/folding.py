@@ -46,6 +46,7 @@ from netrazor.errors import SurgeryError
 from netrazor.surgery import compose
 from netrazor.surgery.compose import NotExact
 from netrazor.surgery.equivalence import as_batches, check_equivalence
+from netrazor.surgery.tracing import symbolic_trace
 from netrazor.surgery.timing import compare_forms
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ _PER_POSITION = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Identity, n
 
 def trace(model: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(model)
+        return symbolic_trace(model)
     except Exception as exc:  # fx raises TraceError and others
         raise SurgeryError(
             f"torch.fx cannot trace this model ({type(exc).__name__}: {exc}); folding needs a "
@@ -175,7 +176,9 @@ class _Folder:
         b = self.module(node, _WEIGHTED)
         prev = node.args[0] if node.args else None
         a = self.module(prev, _WEIGHTED)
-        if b is None or a is None or type(a) is not type(b) or not self.private(prev):
+        # a Linear subclass (the gated first layer) may be the first of a linear pair; compose refuses the rest
+        same_kind = type(a) is type(b) or isinstance(a, nn.Linear) and isinstance(b, nn.Linear)
+        if b is None or a is None or not same_kind or not self.private(prev):
             return False
         if self.uses[node.target] != 1:
             return False

@@ -17,6 +17,7 @@ from torch import fx, nn
 
 from netrazor.errors import CheckpointError
 from netrazor.surgery.layers import Unsupported, build_layer, layer_record
+from netrazor.surgery.tracing import symbolic_trace
 
 FUNCTIONS: dict[str, Any] = {
     "operator.add": operator.add, "operator.iadd": operator.add, "operator.mul": operator.mul,
@@ -72,7 +73,7 @@ def _decode(value: Any, env: dict[str, fx.Node]) -> Any:
 
 def graph_to_spec(model: nn.Module) -> dict:
     """Describe ``model`` (traced with fx unless it is a GraphModule) as JSON data."""
-    gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
+    gm = model if isinstance(model, fx.GraphModule) else symbolic_trace(model)
     params = dict(gm.named_parameters())
     buffers = dict(gm.named_buffers())
     nodes, modules, attrs = [], {}, {}

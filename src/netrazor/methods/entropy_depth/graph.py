@@ -24,6 +24,7 @@ from torch import nn
 
 from netrazor.errors import ModelError
 from netrazor.methods.entropy_depth.entropy import find_rectifiers, is_rectifier
+from netrazor.surgery.tracing import symbolic_trace
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def link_rectifiers(model: nn.Module) -> RectifierLinks:
     """Map every rectifier of ``model`` to its feeding weighted layers (see module docstring)."""
     rectifiers = [n for n, _ in find_rectifiers(model)]
     try:
-        graph = fx.symbolic_trace(model).graph
+        graph = symbolic_trace(model).graph
     except Exception as exc:  # fx raises many kinds on dynamic control flow
         log.info("torch.fx could not trace %s (%s); using module order to find feeding layers", type(model).__name__, exc)
         return _link_by_order(model, rectifiers)

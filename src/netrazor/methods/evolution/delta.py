@@ -60,6 +60,7 @@ from torch.func import vmap
 
 from netrazor.methods.evolution.divergence import Divergence
 from netrazor.methods.evolution.suffix import _downstream
+from netrazor.surgery.tracing import symbolic_trace
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,9 @@ def _fast_pool_for(m: nn.Module) -> nn.Module | None:
 def _supported_linear(m: nn.Module) -> str | None:
     """None if ``m``'s output is linear in its weight in the way the gather needs; else why not."""
     if isinstance(m, nn.Linear):
-        return None
+        # the gather reads the module's input; a subclass that transforms it first (the gated
+        # first layer selects input features) computes something else
+        return None if type(m).forward is nn.Linear.forward else f"{type(m).__name__} has its own forward"
     if isinstance(m, nn.Conv2d):
         if m.groups != 1:
             return "grouped conv"
@@ -252,7 +255,7 @@ class DeltaFitness:
         gm = None
         if why is None:
             try:
-                gm = fx.symbolic_trace(model)
+                gm = symbolic_trace(model)
             except Exception as exc:  # fx raises many types for untraceable code
                 why = f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__})"
         if gm is not None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from netrazor.surgery.tracing import symbolic_trace
+
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +58,7 @@ def _downstream(start: fx.Node) -> set[fx.Node]:
 def build_suffix(model: nn.Module, layer_name: str, x: torch.Tensor) -> Suffix:
     """The part of ``model`` that depends on module ``layer_name``, with its inputs precomputed on ``x``."""
     try:
-        gm = fx.symbolic_trace(model)
+        gm = symbolic_trace(model)
     except Exception as exc:  # fx raises many types for untraceable code
         log.info("torch.fx cannot trace %s (%s); evaluating candidates on the whole model", type(model).__name__, exc)
         return _fallback(model, layer_name, x)
