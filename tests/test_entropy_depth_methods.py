@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from netrazor.data import make_synthetic
+from netrazor.errors import ConfigError
 from netrazor.methods.base import Adapter
 from netrazor.methods.entropy_depth import (
     METHODS,
@@ -168,6 +169,22 @@ def test_easier_linearises_the_lowest_entropy_rectifier_each_round():
     assert rec["rounds"][0]["linearised"] == [lowest]
     assert rec["layers"] == 1
     assert sum(isinstance(m, nn.Linear) for m in out.modules()) == 2  # folded away
+
+
+def test_easier_linearises_only_its_candidates_and_names_an_unknown_one():
+    data = bundle()
+    ad = adapter(data)
+    model = mlp()
+    ad.train(model, epochs=2)
+    ent = rectifier_entropy(model, data)
+    highest = max(ent, key=lambda n: ent[n].entropy)  # never EASIER's own first pick
+    assert highest != min(ent, key=lambda n: ent[n].entropy)
+    _, rec = EasierMethod(delta=1.0, rounds=1, candidates=[highest], **FAST).run(copy.deepcopy(model), ad)
+    assert rec["rounds"][0]["linearised"] == [highest]
+    with pytest.raises(ConfigError, match="unknown rectifiers.*'nope'"):
+        EasierMethod(delta=1.0, rounds=1, candidates=["nope"], **FAST).run(copy.deepcopy(model), ad)
+    with pytest.raises(ConfigError, match="candidates"):
+        EasierMethod(candidates=[highest], residual="drop", **FAST).run(copy.deepcopy(model), ad)
 
 
 def test_layer_folding_penalty_pushes_alpha_to_one():

@@ -50,11 +50,21 @@ class EasierMethod(DepthKnobs):
 
     rounds: int = 100
     residual: str = "linearise"
+    candidates: list[str] | None = None  # rectifiers it may linearise (None: all); e.g. keep an MLP's first ReLU
 
     def _check(self) -> None:
         super()._check()
         if self.residual not in ("linearise", "drop"):
             raise KnobError(f"residual must be 'linearise' or 'drop', got {self.residual!r}.")
+        if self.candidates is not None and (self.residual == "drop" or not self.candidates):
+            raise KnobError("candidates is a non-empty list of rectifier names, for residual='linearise' "
+                            f"(got {self.candidates!r} with residual={self.residual!r}).")
+
+    def _check_candidates(self, model: nn.Module) -> None:
+        known = [n for n, _ in find_rectifiers(model)]
+        unknown = [n for n in self.candidates or [] if n not in known]
+        if unknown:
+            raise KnobError(f"candidates name unknown rectifiers {unknown}; choose among {known}.")
 
     def fold_tiers(self, model: nn.Module, adapter: Any, active: list[str]) -> tuple[dict[str, int], dict[str, str]]:
         """Ranks (0 first) and the fold each rectifier's linearisation allows ("exact"/"approximate").
@@ -75,6 +85,7 @@ class EasierMethod(DepthKnobs):
         if self.residual == "drop":
             return self._run_dropping_branches(model, adapter)
         record = self.start(model, adapter, "easier")
+        self._check_candidates(model)
         links = link_rectifiers(model)
         floor = record["val_accuracy_dense"] - self.delta
         best = copy.deepcopy(model)
@@ -85,7 +96,7 @@ class EasierMethod(DepthKnobs):
         batches = self.finish_batches(adapter) if self.approx_fold != "off" else []
         for rnd in range(1, self.rounds + 1):
             ent = self.measure_entropy(model, adapter)
-            active = [n for n, _ in find_rectifiers(model) if n in ent]
+            active = [n for n, _ in find_rectifiers(model) if n in ent and (self.candidates is None or n in self.candidates)]
             if not active:
                 break
             tier, foldable = self.fold_tiers(model, adapter, active)
