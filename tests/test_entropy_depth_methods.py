@@ -158,12 +158,17 @@ def test_backtracking_retries_a_failed_round_with_half_the_zeta_and_keeps_it():
     assert sum(retry["pruned"].values()) == round(0.1 * alive)
 
 
-def test_easier_linearises_the_lowest_entropy_rectifier_each_round():
+def _trained_mlp():
+    """A 2-epoch MLP, its adapter and its rectifier entropies (what the EASIER tests start from)."""
     data = bundle()
     ad = adapter(data)
     model = mlp()
     ad.train(model, epochs=2)
-    ent = rectifier_entropy(model, data)
+    return model, ad, rectifier_entropy(model, data)
+
+
+def test_easier_linearises_the_lowest_entropy_rectifier_each_round():
+    model, ad, ent = _trained_mlp()
     lowest = min(ent, key=lambda n: ent[n].entropy)
     out, rec = EasierMethod(delta=1.0, rounds=1, **FAST).run(model, ad)
     assert rec["rounds"][0]["linearised"] == [lowest]
@@ -172,11 +177,7 @@ def test_easier_linearises_the_lowest_entropy_rectifier_each_round():
 
 
 def test_easier_linearises_only_its_candidates_and_names_an_unknown_one():
-    data = bundle()
-    ad = adapter(data)
-    model = mlp()
-    ad.train(model, epochs=2)
-    ent = rectifier_entropy(model, data)
+    model, ad, ent = _trained_mlp()
     highest = max(ent, key=lambda n: ent[n].entropy)  # never EASIER's own first pick
     assert highest != min(ent, key=lambda n: ent[n].entropy)
     _, rec = EasierMethod(delta=1.0, rounds=1, candidates=[highest], **FAST).run(copy.deepcopy(model), ad)
