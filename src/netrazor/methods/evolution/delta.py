@@ -139,9 +139,11 @@ def _fast_pool_for(m: nn.Module) -> nn.Module | None:
 def _supported_linear(m: nn.Module) -> str | None:
     """None if ``m``'s output is linear in its weight in the way the gather needs; else why not."""
     if isinstance(m, nn.Linear):
-        # the gather reads the module's input; a subclass that transforms it first (the gated
-        # first layer selects input features) computes something else
-        return None if type(m).forward is nn.Linear.forward else f"{type(m).__name__} has its own forward"
+        # the gather reads the features the weight multiplies: the module's input, or for a subclass
+        # that transforms it first (the gated first layer selects input features) its ``linear_input``
+        if type(m).forward is nn.Linear.forward or callable(getattr(m, "linear_input", None)):
+            return None
+        return f"{type(m).__name__} has its own forward and no linear_input"
     if isinstance(m, nn.Conv2d):
         if m.groups != 1:
             return "grouped conv"
@@ -292,6 +294,8 @@ class DeltaFitness:
         rec.run(x)
         v = rec.values
         self.layer_in, self.base_out = v[in_node], v[layer_node]
+        if callable(getattr(layer, "linear_input", None)):
+            self.layer_in = layer.linear_input(self.layer_in)
         if isinstance(layer, nn.Linear) and self.layer_in.dim() != 2:
             return "Linear on a >2-D input"
         self.batch = x.shape[0]

@@ -58,13 +58,17 @@ class InputSelectLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         self.register_buffer("input_index", torch.arange(in_features if total_inputs is None else total_inputs)[:in_features])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def linear_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the weight multiplies (evolution's delta evaluator gathers these)."""
         x = x.index_select(-1, self.input_index)
         gate = self.__dict__.get("_feature_gate")  # set by the gates method; not a child module
         if gate is not None:
             gate.train(self.training)
             x = gate(x)
-        return F.linear(x, self.weight, self.bias)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.linear_input(x), self.weight, self.bias)
 
 
 @dataclass
