@@ -96,7 +96,7 @@ open(f"{out}/quantise-pack.yaml", "w").write(f"""name: probe-sparse-vd
 description: the Sparse VD probe's net, quantised and packed like the mnist-lenet300-shift recipe
 data: {{name: mnist}}
 model: {{name: lenet300, checkpoint: {out}/model}}
-seed: 0
+seed: {seed}
 train: {{augment: shift}}
 stages:
   - quantise: {{tolerance: 0.001, qat_epochs: 10}}
