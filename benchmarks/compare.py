@@ -81,7 +81,7 @@ def parse_args(argv=None):
                         "ResNet-20 uses 0.02, 0.2x its recipe's: a fine-tune starts from a trained net)")
     p.add_argument("--gates-set", action="append", default=[], type=knob_arg, metavar="KEY=VALUE",
                    help="a GatesMethod knob for the gates contender (repeatable; over the task's own, e.g. kappa=1.5)")
-    p.add_argument("--tag", default="", help="suffix of every record name of this run (write --tag=-k1.5), so "
+    p.add_argument("--tag", default="", help="suffix of every record name of this run but the dense model's (write --tag=-k1.5), so "
                                              "a setting's records sit beside the default's")
     p.add_argument("--dense-epochs", type=int, default=None)
     p.add_argument("--tolerance", type=float, default=0.002, help="bit search: allowed val accuracy drop")
@@ -341,16 +341,16 @@ def run_task(name: str, seed: int, args) -> None:
     dense_fields["train_seconds_dense"] = dense_seconds
     common = {"task": recipe_name, "seed": seed, "model": task["model"], "data": task["data"]}
 
-    def record(method: str, model, seconds: float, variant: str = "", **extra) -> dict:
+    def record(method: str, model, seconds: float, variant: str = "", tag: str = args.tag, **extra) -> dict:
         rec = make_record(method=method, **common, **dense_fields, **measured_fields(model, data),
                           compress_seconds=seconds, extra={"finetune_epochs": epochs, "finetune_lr": finetune_config.lr,
                                  "quick": args.quick, "training_overrides": overrides, **extra})
         rec["extra"].update(explain_latency(rec, dense, model, data.input_shape))
-        path = write_record(rec, args.results, name=_record_name(method + variant + args.tag, seed, args.quick))
+        path = write_record(rec, args.results, name=_record_name(method + variant + tag, seed, args.quick))
         log.info("%s: test error %.4f, MACs %s, bytes %s -> %s", method, rec.get("test_error"), rec.get("macs"), rec.get("bytes"), path)
         return rec
 
-    record("dense", dense, 0.0)
+    record("dense", dense, 0.0, tag="")  # the dense model is the same for every --tag: one record, not a copy per tag
     gates_model = None
     if gates is not None:
         started = time.perf_counter()

@@ -162,7 +162,7 @@ def test_recipe_variant_trains_everything_its_way_and_files_under_its_name(tmp_p
 
 def test_gates_knobs_finetune_lr_and_tag_reach_every_contender(tmp_path, monkeypatch):
     """--gates-set goes over the task's own gates knobs, --finetune-lr sets every contender's fine-tuning lr
-    (not the dense model's), and --tag suffixes every record name."""
+    (not the dense model's), and --tag suffixes every record name but the dense model's (the same for every tag)."""
     _stand_ins(monkeypatch)
     seen = {}
 
@@ -179,7 +179,8 @@ def test_gates_knobs_finetune_lr_and_tag_reach_every_contender(tmp_path, monkeyp
 
     assert seen["knobs"] == {"kappa": 1.5, "layers": True, "epochs": 1, "seed": 0} and seen["lr"] == 0.003
     out = tmp_path / "mnist-lenet5"
-    assert sorted(p.name for p in out.iterdir()) == [f"compare-{m}-k1.5-seed0-quick.json" for m in ("dense", "gates", "torch-pruning-taylor")]
+    assert sorted(p.name for p in out.iterdir()) == ["compare-dense-seed0-quick.json"] + [
+        f"compare-{m}-k1.5-seed0-quick.json" for m in ("gates", "torch-pruning-taylor")]
     gates = json.loads((out / "compare-gates-k1.5-seed0-quick.json").read_text())
     assert gates["extra"]["gates_knobs"] == {"kappa": 1.5, "layers": True} and gates["extra"]["finetune_lr"] == 0.003
     assert gates["extra"]["removed_sections"] == ["layer9"]  # what the method reported it removed
