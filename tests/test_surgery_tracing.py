@@ -46,32 +46,32 @@ def test_the_gated_first_layer_is_one_module_in_the_trace():
     assert not [n for n in gm.graph.nodes if n.op == "get_attr" and str(n.target).startswith("fc1.")]
 
 
-def test_folding_a_linearised_layer_keeps_the_gated_first_layer_a_layer(tmp_path):
+def _fold_with(rectifier, tmp_path):
+    """Linearise ``rectifier`` of the gated MLP, fold, save and load; outputs must match the original's."""
     model = GatedMLP().eval()
-    replace_activation(model, "relu2")
+    replace_activation(model, rectifier)
     x = torch.randn(16, 1, 3, 4)
     folded, report = fold_linear_sections(model, x)
-    assert [f["from"] for f in report["folds"]] == [["fc2", "fc3"]]
-    assert isinstance(folded.get_submodule("fc1"), InputSelectLinear)
     torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
     save_model(folded, tmp_path / "m", example_input=x)
     back = load_model(tmp_path / "m")
-    assert isinstance(back.get_submodule("fc1"), InputSelectLinear)
     torch.testing.assert_close(back(x), model(x), rtol=1e-5, atol=1e-5)
+    return [f["from"] for f in report["folds"]], folded, back
+
+
+def test_folding_a_linearised_layer_keeps_the_gated_first_layer_a_layer(tmp_path):
+    folds, folded, back = _fold_with("relu2", tmp_path)
+    assert folds == [["fc2", "fc3"]]
+    assert isinstance(folded.get_submodule("fc1"), InputSelectLinear)
+    assert isinstance(back.get_submodule("fc1"), InputSelectLinear)
 
 
 def test_the_gated_first_layer_folds_with_the_next_linear_and_keeps_selecting_its_inputs(tmp_path):
-    model = GatedMLP().eval()
-    replace_activation(model, "relu1")
-    x = torch.randn(16, 1, 3, 4)
-    folded, report = fold_linear_sections(model, x)
-    assert [f["from"] for f in report["folds"]] == [["fc1", "fc2"]]
-    first = folded.get_submodule("fc2")
-    assert isinstance(first, InputSelectLinear) and tuple(first.weight.shape) == (6, 7)
-    assert first.input_index.tolist() == [0, 2, 3, 5, 8, 9, 11]
-    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
-    save_model(folded, tmp_path / "m", example_input=x)
-    torch.testing.assert_close(load_model(tmp_path / "m")(x), model(x), rtol=1e-5, atol=1e-5)
+    folds, folded, back = _fold_with("relu1", tmp_path)
+    assert folds == [["fc1", "fc2"]]
+    for first in (folded.get_submodule("fc2"), back.get_submodule("fc2")):
+        assert isinstance(first, InputSelectLinear) and tuple(first.weight.shape) == (6, 7)
+        assert first.input_index.tolist() == [0, 2, 3, 5, 8, 9, 11]
 
 
 def test_evolution_evaluators_split_the_model_at_the_gated_layer():
