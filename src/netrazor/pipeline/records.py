@@ -29,12 +29,19 @@ RECORD_KEYS = (
 )
 
 
+# What benchmark runs themselves write: a change there is a result, not a change to the code that made it
+# (a run of several seeds rewrites the first seed's records before the next seed starts).
+RUN_OUTPUTS = ("benchmarks/results", "benchmarks/RESULTS.md", "benchmarks/plots")
+
+
 def git_commit(repo: str | os.PathLike | None = None) -> str:
-    """The current commit hash (with ``-dirty`` when the tree has uncommitted changes)."""
+    """The current commit hash (with ``-dirty`` when tracked files outside ``RUN_OUTPUTS`` have uncommitted changes)."""
     try:
         cwd = str(repo) if repo else None
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=cwd).stdout.strip()
+        outside_outputs = [":(top)"] + [f":(top,exclude){p}" for p in RUN_OUTPUTS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *outside_outputs],
+                               capture_output=True, text=True, cwd=cwd).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
