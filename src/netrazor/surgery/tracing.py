@@ -33,6 +33,5 @@ class _NetrazorTracer(fx.Tracer):
 def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     """``fx.symbolic_trace`` that keeps netrazor's own layers as modules (raises what fx raises)."""
     tracer = _NetrazorTracer()
-    graph = tracer.trace(model)
-    name = model.__class__.__name__ if isinstance(model, nn.Module) else model.__name__
-    return fx.GraphModule(tracer.root, graph, name)
+    graph = tracer.trace(model)  # sets tracer.root
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
